@@ -1,0 +1,235 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Section is a plugin-owned part of the configuration (backend, limits). Implementations are
+// pointers to structs with yaml tags; Validate reports problems as "key: problem", joined.
+type Section interface {
+	Validate() error
+}
+
+// Schema tells the loader what a plugin adds to the common configuration.
+type Schema struct {
+	// Plugin is the plugin's short name, e.g. "postgres".
+	Plugin string
+	// Port and MetricsPort are the plugin's default listening ports.
+	Port        int
+	MetricsPort int
+	// NewBackend and NewLimits return the plugin's sections filled with their defaults.
+	NewBackend func() Section
+	NewLimits  func() Section
+	// EnvAliases maps documented variable names (DATABASE_URL) to config paths (backend.database_url).
+	// The generic PRISM_<SECTION>_<KEY> form wins when both are set.
+	EnvAliases map[string]string
+}
+
+// Config is a plugin's whole configuration.
+type Config struct {
+	Plugin       PluginConfig       `yaml:"plugin"`
+	ControlPlane ControlPlaneConfig `yaml:"control_plane"`
+	Metrics      MetricsConfig      `yaml:"metrics"`
+	Log          LogConfig          `yaml:"log"`
+	TLS          TLSConfig          `yaml:"tls"`
+	Auth         AuthConfig         `yaml:"auth"`
+	Limits       Section            `yaml:"limits"`
+	Backend      Section            `yaml:"backend"`
+}
+
+// PluginConfig names this instance.
+type PluginConfig struct {
+	// Name identifies the instance in logs and GetInfo; defaults to the plugin's name.
+	Name string `yaml:"name"`
+}
+
+// ControlPlaneConfig configures the one gRPC listener and the lifecycle timings.
+type ControlPlaneConfig struct {
+	Host           string        `yaml:"host"`
+	Port           int           `yaml:"port"`
+	HealthInterval time.Duration `yaml:"health_interval"`
+	HealthTimeout  time.Duration `yaml:"health_timeout"`
+	ShutdownGrace  time.Duration `yaml:"shutdown_grace"`
+	// MaxRecvMessageBytes bounds one inbound gRPC message; plugins raise it to fit their limits.
+	MaxRecvMessageBytes int `yaml:"max_recv_message_bytes"`
+}
+
+// MetricsConfig configures the HTTP listener for /metrics, /healthz and /readyz.
+type MetricsConfig struct {
+	Enabled bool   `yaml:"enabled"`
+	Host    string `yaml:"host"`
+	Port    int    `yaml:"port"`
+}
+
+// LogConfig configures structured logging.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// TLSConfig configures inbound TLS on the gRPC listener.
+type TLSConfig struct {
+	Enabled  bool   `yaml:"enabled"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, with ClientAuth "require", turns on mTLS.
+	ClientCAFile string `yaml:"client_ca_file"`
+	ClientAuth   string `yaml:"client_auth"`
+}
+
+// AuthConfig is reserved for inbound authorization policies (DESIGN §4); it has no keys yet, so
+// any key placed here is reported as unknown rather than silently ignored.
+type AuthConfig struct{}
+
+// Default returns the configuration a plugin runs with when nothing is configured.
+func Default(s Schema) *Config {
+	cfg := &Config{
+		Plugin: PluginConfig{Name: s.Plugin},
+		ControlPlane: ControlPlaneConfig{
+			Host:                "0.0.0.0",
+			Port:                s.Port,
+			HealthInterval:      5 * time.Second,
+			HealthTimeout:       2 * time.Second,
+			ShutdownGrace:       15 * time.Second,
+			MaxRecvMessageBytes: 4 << 20,
+		},
+		Metrics: MetricsConfig{Enabled: true, Host: "0.0.0.0", Port: s.MetricsPort},
+		Log:     LogConfig{Level: "info", Format: "json"},
+		TLS:     TLSConfig{ClientAuth: "none"},
+		Limits:  &emptySection{},
+		Backend: &emptySection{},
+	}
+	if s.NewLimits != nil {
+		cfg.Limits = s.NewLimits()
+	}
+	if s.NewBackend != nil {
+		cfg.Backend = s.NewBackend()
+	}
+	return cfg
+}
+
+// Validate checks every section and returns all problems, each prefixed with its config path.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
+	}
+	// Port 0 asks the kernel for a free port (tests use it).
+	checkPort := func(path string, port int) {
+		if port < 0 || port > 65535 {
+			add(path, "must be between 0 and 65535, got %d", port)
+		}
+	}
+	checkPort("control_plane.port", c.ControlPlane.Port)
+	if c.ControlPlane.HealthInterval < 100*time.Millisecond {
+		add("control_plane.health_interval", "must be at least 100ms, got %s", c.ControlPlane.HealthInterval)
+	}
+	if c.ControlPlane.HealthTimeout <= 0 {
+		add("control_plane.health_timeout", "must be positive, got %s", c.ControlPlane.HealthTimeout)
+	}
+	if c.ControlPlane.ShutdownGrace < 0 {
+		add("control_plane.shutdown_grace", "must not be negative, got %s", c.ControlPlane.ShutdownGrace)
+	}
+	if n := c.ControlPlane.MaxRecvMessageBytes; n < 1024 || n > 256<<20 {
+		add("control_plane.max_recv_message_bytes", "must be between 1024 and %d, got %d", 256<<20, n)
+	}
+	if c.Metrics.Enabled {
+		checkPort("metrics.port", c.Metrics.Port)
+		if c.Metrics.Port != 0 && c.Metrics.Port == c.ControlPlane.Port {
+			add("metrics.port", "must differ from control_plane.port (%d)", c.ControlPlane.Port)
+		}
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		add("log.level", "%v", err)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		add("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	switch c.TLS.ClientAuth {
+	case "none", "require":
+	default:
+		add("tls.client_auth", "must be none or require, got %q", c.TLS.ClientAuth)
+	}
+	if c.TLS.Enabled {
+		if c.TLS.CertFile == "" {
+			add("tls.cert_file", "required when tls.enabled is true")
+		}
+		if c.TLS.KeyFile == "" {
+			add("tls.key_file", "required when tls.enabled is true")
+		}
+		if c.TLS.ClientAuth == "require" && c.TLS.ClientCAFile == "" {
+			add("tls.client_ca_file", "required when tls.client_auth is require")
+		}
+	} else if c.TLS.ClientAuth == "require" {
+		add("tls.client_auth", "require needs tls.enabled: true")
+	}
+	errs = append(errs, prefixed("limits.", c.Limits.Validate()))
+	errs = append(errs, prefixed("backend.", c.Backend.Validate()))
+	return errors.Join(errs...)
+}
+
+// Secrets returns every secret value in the configuration, so logs and errors can scrub them.
+func (c *Config) Secrets() []string {
+	var out []string
+	walkLeaves(c, func(l leaf) {
+		switch v := l.value.Interface().(type) {
+		case Secret:
+			if v != "" {
+				out = append(out, v.Reveal())
+			}
+		case SecretURL:
+			if p := v.Password(); p != "" {
+				out = append(out, p)
+			}
+		}
+	})
+	return out
+}
+
+// ParseLevel accepts debug, info, warn and error (any case).
+func ParseLevel(s string) (Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return LevelDebug, nil
+	case "info", "":
+		return LevelInfo, nil
+	case "warn", "warning":
+		return LevelWarn, nil
+	case "error":
+		return LevelError, nil
+	}
+	return LevelInfo, fmt.Errorf("must be debug, info, warn or error, got %q", s)
+}
+
+// Level mirrors slog's levels without tying config to a logger.
+type Level int
+
+// The log levels, numerically equal to slog's.
+const (
+	LevelDebug Level = -4
+	LevelInfo  Level = 0
+	LevelWarn  Level = 4
+	LevelError Level = 8
+)
+
+// prefixed adds prefix to each joined error's message.
+func prefixed(prefix string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range joined.Unwrap() {
+			out = append(out, prefixed(prefix, e))
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s%w", prefix, err)
+}
+
+type emptySection struct{}
+
+func (*emptySection) Validate() error { return nil }

@@ -1,0 +1,159 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+)
+
+// controlPrefixes are services that stay available while draining and are not counted in flight.
+var controlPrefixes = []string{"/grpc.health.v1.", "/grpc.reflection.", "/prism.plugin.v1."}
+
+func isControl(fullMethod string) bool {
+	for _, p := range controlPrefixes {
+		if strings.HasPrefix(fullMethod, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// splitMethod turns "/pkg.Service/Method" into its service and method.
+func splitMethod(fullMethod string) (string, string) {
+	service, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if !ok {
+		return "unknown", fullMethod
+	}
+	return service, method
+}
+
+var errDraining = status.Error(codes.Unavailable, "plugin is draining: retry on another replica")
+
+// admit counts a data call in flight, or refuses it once draining has begun. The count is taken
+// before the check so a drain never misses a call that got past it.
+func (s *Server) admit(fullMethod string) (release func(), err error) {
+	if isControl(fullMethod) {
+		return func() {}, nil
+	}
+	s.inflight.add()
+	if s.draining.Load() {
+		s.inflight.done()
+		return nil, errDraining
+	}
+	return s.inflight.done, nil
+}
+
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	release, err := s.admit(info.FullMethod)
+	if err != nil {
+		s.observe(ctx, info.FullMethod, time.Now(), err)
+		return nil, err
+	}
+	defer release()
+	start := time.Now()
+	service, method := splitMethod(info.FullMethod)
+	gauge := s.metrics.inFlight.WithLabelValues(service, method)
+	gauge.Inc()
+	defer gauge.Dec()
+
+	var resp any
+	err = s.atEdge(info.FullMethod, func() error {
+		var herr error
+		resp, herr = handler(ctx, req)
+		return herr
+	})
+	s.observe(ctx, info.FullMethod, start, err)
+	return resp, err
+}
+
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	release, err := s.admit(info.FullMethod)
+	if err != nil {
+		s.observe(ss.Context(), info.FullMethod, time.Now(), err)
+		return err
+	}
+	defer release()
+	start := time.Now()
+	service, method := splitMethod(info.FullMethod)
+	gauge := s.metrics.inFlight.WithLabelValues(service, method)
+	gauge.Inc()
+	defer gauge.Dec()
+
+	// Streams can live for hours; a drain cancels their context so they end and clients move on.
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	stopAfter := context.AfterFunc(s.streamsCtx, cancel)
+	defer stopAfter()
+
+	err = s.atEdge(info.FullMethod, func() error {
+		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+	})
+	if err != nil && s.streamsCtx.Err() != nil && status.Code(err) == codes.Canceled {
+		err = errDraining
+	}
+	s.observe(ctx, info.FullMethod, start, err)
+	return err
+}
+
+// atEdge runs a handler, turns a panic into INTERNAL, maps errors to gRPC codes in one place and
+// scrubs secrets from messages that leave the process.
+func (s *Server) atEdge(fullMethod string, call func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger().Error("panic in handler", "method", fullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+	}()
+	err = call()
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(apierr.Status(err))
+	return status.Error(st.Code(), s.scrub.scrub(st.Message()))
+}
+
+// observe records metrics and a log line for a finished call.
+func (s *Server) observe(ctx context.Context, fullMethod string, start time.Time, err error) {
+	service, method := splitMethod(fullMethod)
+	code := status.Code(err)
+	elapsed := time.Since(start)
+	s.metrics.handled.WithLabelValues(service, method, code.String()).Inc()
+	s.metrics.latency.WithLabelValues(service, method).Observe(elapsed.Seconds())
+
+	level := slog.LevelDebug
+	switch code {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		level = slog.LevelError
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		level = slog.LevelWarn
+	}
+	log := s.logger()
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("service", service), slog.String("method", method),
+		slog.String("code", code.String()), slog.Duration("duration", elapsed),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", status.Convert(err).Message()))
+	}
+	log.LogAttrs(ctx, level, "rpc", attrs...)
+}
+
+// contextStream replaces a stream's context with one the server can cancel on drain.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *contextStream) Context() context.Context { return c.ctx }

@@ -1,0 +1,405 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/prism-gateway/plugins/core/config"
+	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
+)
+
+// Options tune how a Server is built.
+type Options struct {
+	// Source is where Reload re-reads the configuration from.
+	Source config.Source
+	// Config is the initial configuration; when nil it is loaded from Source.
+	Config *config.Config
+	// DevMode runs the plugin on its embedded backend; DevDataDir is where it keeps data.
+	DevMode    bool
+	DevDataDir string
+	// LogOutput receives the JSON log; os.Stderr when nil.
+	LogOutput io.Writer
+}
+
+// Server runs one plugin behind one gRPC listener and one metrics HTTP listener.
+type Server struct {
+	plugin Plugin
+	info   Info
+	schema config.Schema
+	opts   Options
+
+	cfg      atomic.Pointer[config.Config]
+	level    *slog.LevelVar
+	scrub    *scrubber
+	log      atomic.Pointer[slog.Logger]
+	registry *prometheus.Registry
+	metrics  *serverMetrics
+	tls      *tlsReloader
+
+	grpcServer   *grpc.Server
+	health       *health.Server
+	listener     net.Listener
+	httpServer   *http.Server
+	httpListener net.Listener
+	started      time.Time
+
+	draining      atomic.Bool
+	drainOnce     sync.Once
+	drainCh       chan struct{}
+	streamsCtx    context.Context
+	cancelStreams context.CancelFunc
+	inflight      inflight
+	healthy       atomic.Bool
+	healthWake    chan struct{}
+
+	reloadMu sync.Mutex
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New loads configuration (unless given), initializes the plugin, and opens both listeners, so
+// Addr is known before Serve.
+func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
+	s := &Server{
+		plugin:     p,
+		info:       p.Info(),
+		schema:     p.ConfigSchema(),
+		opts:       opts,
+		level:      new(slog.LevelVar),
+		scrub:      &scrubber{},
+		registry:   prometheus.NewRegistry(),
+		drainCh:    make(chan struct{}),
+		healthWake: make(chan struct{}, 1),
+	}
+	s.streamsCtx, s.cancelStreams = context.WithCancel(context.Background())
+	cfg := opts.Config
+	if cfg == nil {
+		var err error
+		if cfg, err = config.Load(s.schema, opts.Source); err != nil {
+			return nil, err
+		}
+	}
+	s.cfg.Store(cfg)
+	s.scrub.update(cfg.Secrets())
+	s.level.Set(levelOf(cfg.Log.Level))
+	out := opts.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	s.log.Store(newLogger(out, cfg.Log.Format, s.level, s.scrub).With("plugin", cfg.Plugin.Name))
+	s.metrics = newServerMetrics(s.registry, s.info)
+
+	if opts.DevMode {
+		dev, ok := p.(DevModeSupporter)
+		if !ok {
+			return nil, fmt.Errorf("--dev: the %s plugin has no embedded backend yet", s.info.Name)
+		}
+		if err := dev.EnableDevMode(opts.DevDataDir); err != nil {
+			return nil, fmt.Errorf("enable dev mode: %w", err)
+		}
+		s.logger().Warn("DEV MODE: serving from an embedded backend; not for production", "data_dir", opts.DevDataDir)
+	}
+	env := Env{Logger: s.logger(), Metrics: s.registry, DevMode: opts.DevMode, Draining: s.drainCh}
+	if err := p.Initialize(ctx, cfg, env); err != nil {
+		return nil, fmt.Errorf("initialize %s plugin: %w", s.info.Name, err)
+	}
+
+	serverOpts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.MaxRecvMsgSize(cfg.ControlPlane.MaxRecvMessageBytes),
+		grpc.MaxSendMsgSize(cfg.ControlPlane.MaxRecvMessageBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLS.Enabled {
+		reloader, err := newTLSReloader(cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		s.tls = reloader
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(reloader.serverConfig())))
+	}
+	s.grpcServer = grpc.NewServer(serverOpts...)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcServer, s.health)
+	pluginv1.RegisterPluginServiceServer(s.grpcServer, &controlPlane{s: s})
+	p.Register(s.grpcServer)
+	reflection.Register(s.grpcServer)
+	s.setServing(false)
+
+	var err error
+	addr := net.JoinHostPort(cfg.ControlPlane.Host, strconv.Itoa(cfg.ControlPlane.Port))
+	if s.listener, err = net.Listen("tcp", addr); err != nil {
+		return nil, fmt.Errorf("listen on control_plane.port: %w", err)
+	}
+	if cfg.Metrics.Enabled {
+		maddr := net.JoinHostPort(cfg.Metrics.Host, strconv.Itoa(cfg.Metrics.Port))
+		if s.httpListener, err = net.Listen("tcp", maddr); err != nil {
+			_ = s.listener.Close()
+			return nil, fmt.Errorf("listen on metrics.port: %w", err)
+		}
+		s.httpServer = &http.Server{
+			Handler:           newMetricsHandler(s.registry, s.Ready),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+	}
+	return s, nil
+}
+
+// Addr is the gRPC listener's address.
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// MetricsAddr is the metrics listener's address, or nil when metrics are disabled.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.httpListener == nil {
+		return nil
+	}
+	return s.httpListener.Addr()
+}
+
+// Ready reports whether the plugin serves data calls: the backend answers and no drain has begun.
+func (s *Server) Ready() bool { return s.healthy.Load() && !s.draining.Load() }
+
+// Config returns the configuration in force.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
+func (s *Server) logger() *slog.Logger { return s.log.Load() }
+
+// Serve starts the plugin and serves until ctx ends, then drains and stops within
+// control_plane.shutdown_grace. It returns nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context) error {
+	s.started = time.Now()
+	if err := s.plugin.Start(ctx); err != nil {
+		_ = s.plugin.Stop(context.WithoutCancel(ctx))
+		return fmt.Errorf("start %s plugin: %w", s.info.Name, err)
+	}
+	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.bgCancel = cancel
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.healthLoop(bgCtx)
+	}()
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- s.grpcServer.Serve(s.listener) }()
+	if s.httpServer != nil {
+		go func() {
+			if err := s.httpServer.Serve(s.httpListener); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	}
+	cfg := s.Config()
+	s.logger().Info("plugin started",
+		"addr", s.Addr().String(), "metrics_addr", addrString(s.MetricsAddr()),
+		"backend", s.info.Backend, "services", s.info.Services, "version", Version, "dev_mode", s.opts.DevMode)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		s.logger().Info("shutdown requested", "grace", cfg.ControlPlane.ShutdownGrace.String())
+	case runErr = <-serveErr:
+		s.logger().Error("server failed", "error", runErr)
+	}
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), s.Config().ControlPlane.ShutdownGrace)
+	defer cancelShutdown()
+	return errors.Join(runErr, s.Shutdown(shutdownCtx))
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Shutdown drains in-flight calls, stops the gRPC and metrics servers and the plugin. Calls still
+// running when ctx ends are cut off. Safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		remaining := s.drain(ctx)
+		stopped := make(chan struct{})
+		go func() {
+			s.grpcServer.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			s.grpcServer.Stop()
+			<-stopped
+		}
+		if s.bgCancel != nil {
+			s.bgCancel()
+		}
+		s.bg.Wait()
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if s.httpServer != nil {
+			_ = s.httpServer.Shutdown(stopCtx)
+		} else if s.httpListener != nil {
+			_ = s.httpListener.Close()
+		}
+		s.stopErr = s.plugin.Stop(stopCtx)
+		s.cancelStreams()
+		s.logger().Info("plugin stopped", "cut_off_calls", remaining)
+	})
+	return s.stopErr
+}
+
+// drain turns health NOT_SERVING, refuses new data calls and waits for in-flight ones until ctx
+// ends. Streams get the first half of the time to finish on their own, then are cancelled. It
+// returns how many calls were still running at the end.
+func (s *Server) drain(ctx context.Context) int64 {
+	s.drainOnce.Do(func() {
+		s.draining.Store(true)
+		s.metrics.draining.Set(1)
+		s.health.Shutdown()
+		close(s.drainCh)
+		s.logger().Info("draining", "in_flight", s.inflight.count())
+	})
+	half := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		half, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)/2))
+		defer cancel()
+	}
+	if s.inflight.wait(half) == 0 {
+		return 0
+	}
+	s.cancelStreams()
+	return s.inflight.wait(ctx)
+}
+
+// setServing publishes the serving state to gRPC health for "" and every data service.
+func (s *Server) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	for _, svc := range s.info.Services {
+		s.health.SetServingStatus(svc, st)
+	}
+}
+
+// ReloadResult says what a reload did.
+type ReloadResult struct {
+	// Changed are the config paths applied live.
+	Changed []string
+	// RestartRequired are changed paths that take effect only after a restart.
+	RestartRequired []string
+}
+
+// restartOnly are core paths that cannot change while the listeners are open.
+var restartOnly = []string{
+	"plugin.", "control_plane.host", "control_plane.port", "control_plane.max_recv_message_bytes",
+	"metrics.", "log.format", "tls.enabled", "tls.client_auth",
+}
+
+// Reload re-reads the configuration and applies what can change live. A configuration that fails
+// to load or validate, or that the plugin rejects, leaves the old one in force.
+func (s *Server) Reload(ctx context.Context) (ReloadResult, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	next, err := config.Load(s.schema, s.opts.Source)
+	if err != nil {
+		s.metrics.reloads.WithLabelValues("rejected").Inc()
+		s.logger().Error("config reload rejected; keeping the running config", "error", err)
+		return ReloadResult{}, fmt.Errorf("reload: %w", err)
+	}
+	old := s.Config()
+	changed := config.Changes(old, next)
+	if s.tls != nil {
+		// Certificate files are re-read on every reload: rotation keeps the same paths.
+		rotated, err := s.tls.reload(next.TLS)
+		if err != nil {
+			s.metrics.reloads.WithLabelValues("rejected").Inc()
+			return ReloadResult{}, fmt.Errorf("reload: %w", err)
+		}
+		if rotated {
+			changed = append(changed, "tls.certificates")
+		}
+	}
+	var result ReloadResult
+	var pluginChanged []string
+	for _, path := range changed {
+		switch {
+		case hasAnyPrefix(path, restartOnly):
+			result.RestartRequired = append(result.RestartRequired, path)
+		case strings.HasPrefix(path, "limits.") || strings.HasPrefix(path, "backend."):
+			pluginChanged = append(pluginChanged, path)
+		default:
+			result.Changed = append(result.Changed, path)
+		}
+	}
+	if len(pluginChanged) > 0 {
+		rc, ok := s.plugin.(Reconfigurer)
+		if !ok {
+			result.RestartRequired = append(result.RestartRequired, pluginChanged...)
+		} else {
+			restart, err := rc.Reconfigure(ctx, next, pluginChanged)
+			if err != nil {
+				s.metrics.reloads.WithLabelValues("rejected").Inc()
+				s.logger().Error("config reload rejected by plugin; keeping the running config", "error", err)
+				return ReloadResult{}, fmt.Errorf("reload: %w", err)
+			}
+			live := map[string]bool{}
+			for _, p := range pluginChanged {
+				live[p] = true
+			}
+			for _, p := range restart {
+				delete(live, p)
+				result.RestartRequired = append(result.RestartRequired, p)
+			}
+			for _, p := range pluginChanged {
+				if live[p] {
+					result.Changed = append(result.Changed, p)
+				}
+			}
+		}
+	}
+	s.scrub.update(next.Secrets())
+	s.level.Set(levelOf(next.Log.Level))
+	s.cfg.Store(next)
+	if len(changed) == 0 {
+		s.metrics.reloads.WithLabelValues("unchanged").Inc()
+		s.logger().Info("config reloaded: nothing changed")
+		return result, nil
+	}
+	s.metrics.reloads.WithLabelValues("applied").Inc()
+	s.logger().Info("config reloaded", "changed", result.Changed, "restart_required", result.RestartRequired)
+	s.wakeHealth()
+	return result, nil
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if s == p || strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}

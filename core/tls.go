@@ -1,0 +1,83 @@
+package core
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/prism-gateway/plugins/core/config"
+)
+
+// tlsReloader serves the current certificate and client CA, which Reload can replace while
+// connections keep flowing.
+type tlsReloader struct {
+	current atomic.Pointer[tlsMaterial]
+}
+
+type tlsMaterial struct {
+	cert       tls.Certificate
+	clientCAs  *x509.CertPool
+	clientAuth tls.ClientAuthType
+	raw        []byte // cert, key and CA bytes, to tell whether a reload changed anything
+}
+
+func newTLSReloader(cfg config.TLSConfig) (*tlsReloader, error) {
+	r := &tlsReloader{}
+	if _, err := r.reload(cfg); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// reload reads the files again and reports whether their contents changed.
+func (r *tlsReloader) reload(cfg config.TLSConfig) (bool, error) {
+	certPEM, err := os.ReadFile(cfg.CertFile)
+	if err != nil {
+		return false, fmt.Errorf("tls.cert_file: %w", err)
+	}
+	keyPEM, err := os.ReadFile(cfg.KeyFile)
+	if err != nil {
+		return false, fmt.Errorf("tls.key_file: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return false, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
+	}
+	m := &tlsMaterial{cert: cert, clientAuth: tls.NoClientCert}
+	m.raw = append(append([]byte{}, certPEM...), keyPEM...)
+	if cfg.ClientAuth == "require" {
+		caPEM, err := os.ReadFile(cfg.ClientCAFile)
+		if err != nil {
+			return false, fmt.Errorf("tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return false, errors.New("tls.client_ca_file: no PEM certificates found")
+		}
+		m.clientCAs, m.clientAuth = pool, tls.RequireAndVerifyClientCert
+		m.raw = append(m.raw, caPEM...)
+	}
+	prev := r.current.Swap(m)
+	return prev != nil && !bytes.Equal(prev.raw, m.raw), nil
+}
+
+// serverConfig builds each handshake's config from the material current at that moment.
+func (r *tlsReloader) serverConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := r.current.Load()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{m.cert},
+				ClientCAs:    m.clientCAs,
+				ClientAuth:   m.clientAuth,
+				NextProtos:   []string{"h2"},
+			}, nil
+		},
+	}
+}

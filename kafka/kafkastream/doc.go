@@ -1,0 +1,3 @@
+// Package kafkastream implements the Stream abstraction (prism.stream.v1.StreamService) on Apache
+// Kafka with franz-go.
+package kafkastream
