@@ -67,3 +67,9 @@ type CapabilityReporter interface {
 type DevModeSupporter interface {
 	EnableDevMode(dataDir string) error
 }
+
+// MessageSizer is implemented by plugins whose limits allow requests larger than
+// control_plane.max_recv_message_bytes; the server raises its limit to fit.
+type MessageSizer interface {
+	MinRecvMessageBytes() int
+}

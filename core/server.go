@@ -125,11 +125,15 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("initialize %s plugin: %w", s.info.Name, err)
 	}
 
+	maxMsg := cfg.ControlPlane.MaxRecvMessageBytes
+	if sizer, ok := p.(MessageSizer); ok {
+		maxMsg = max(maxMsg, sizer.MinRecvMessageBytes())
+	}
 	serverOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
-		grpc.MaxRecvMsgSize(cfg.ControlPlane.MaxRecvMessageBytes),
-		grpc.MaxSendMsgSize(cfg.ControlPlane.MaxRecvMessageBytes),
+		grpc.MaxRecvMsgSize(maxMsg),
+		grpc.MaxSendMsgSize(maxMsg),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if cfg.TLS.Enabled {
