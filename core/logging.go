@@ -10,6 +10,9 @@ import (
 	"github.com/prism-gateway/plugins/core/config"
 )
 
+// minScrubbedSecret is the shortest secret value scrubbed from free text.
+const minScrubbedSecret = 8
+
 // scrubber removes known secret values from text that leaves the process (logs, error messages),
 // as a second line of defence behind the redacting config types.
 type scrubber struct {
@@ -19,8 +22,9 @@ type scrubber struct {
 func (s *scrubber) update(secrets []string) {
 	var pairs []string
 	for _, secret := range secrets {
-		// Very short values would blank out ordinary words; they are still redacted by type.
-		if len(secret) >= 4 {
+		// Short values (a dev password like "prism") would blank out ordinary words in every line;
+		// they are still redacted by type wherever config prints them.
+		if len(secret) >= minScrubbedSecret {
 			pairs = append(pairs, secret, config.Redacted)
 		}
 	}

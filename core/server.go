@@ -27,6 +27,10 @@ import (
 	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
 )
 
+// controlStreamLinger is how long shutdown waits for control-plane streams after the data calls
+// have finished.
+const controlStreamLinger = 250 * time.Millisecond
+
 // Options tune how a Server is built.
 type Options struct {
 	// Source is where Reload re-reads the configuration from.
@@ -244,13 +248,24 @@ func addrString(a net.Addr) string {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		remaining := s.drain(ctx)
+		s.cancelStreams()
 		stopped := make(chan struct{})
 		go func() {
 			s.grpcServer.GracefulStop()
 			close(stopped)
 		}()
+		// Once every data call is done, only control-plane streams (health Watch, reflection) can
+		// hold GracefulStop; they block in Recv and never end on their own, so they get a moment to
+		// flush and are then cut.
+		var linger <-chan time.Time
+		if remaining == 0 {
+			linger = time.After(controlStreamLinger)
+		}
 		select {
 		case <-stopped:
+		case <-linger:
+			s.grpcServer.Stop()
+			<-stopped
 		case <-ctx.Done():
 			s.grpcServer.Stop()
 			<-stopped
@@ -267,7 +282,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.httpListener.Close()
 		}
 		s.stopErr = s.plugin.Stop(stopCtx)
-		s.cancelStreams()
 		s.logger().Info("plugin stopped", "cut_off_calls", remaining)
 	})
 	return s.stopErr
