@@ -15,13 +15,31 @@ import (
 	"github.com/prism-gateway/plugins/core/config"
 )
 
+// Modes of BackendConfig.Mode.
+const (
+	ModeAuto    = "auto"
+	ModeSingle  = "single"
+	ModeCluster = "cluster"
+)
+
 // BackendConfig is the plugin's `backend` section.
 type BackendConfig struct {
 	// Address is host:port; several comma-separated addresses name Redis Cluster seed nodes.
-	Address  string        `yaml:"address"`
+	Address string `yaml:"address"`
+	// Mode is auto (cluster when Address lists several nodes), single or cluster (needed when
+	// one seed address names a cluster node).
+	Mode     string        `yaml:"mode"`
 	Database int           `yaml:"database"`
 	Username string        `yaml:"username"`
 	Password config.Secret `yaml:"password"`
+	// KeyPrefix starts every stored key: <key_prefix><namespace>:<key>. Redis ACL key patterns
+	// (~prism:*) are written against it.
+	KeyPrefix string `yaml:"key_prefix"`
+	// DefaultTTL is the expiry of a Set or MSet entry that names none; 0 keeps such keys forever.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// TTLJitter spreads expiries: every expiry the plugin writes is moved by a uniformly random
+	// amount of up to ±TTLJitter percent, so keys written together do not expire together.
+	TTLJitter int `yaml:"ttl_jitter"`
 	// PoolSize is the maximum number of connections per node.
 	PoolSize        int           `yaml:"pool_size"`
 	MinIdleConns    int           `yaml:"min_idle_conns"`
@@ -33,15 +51,63 @@ type BackendConfig struct {
 	TLSCAFile  string `yaml:"tls_ca_file"`
 }
 
-// LimitsConfig is the plugin's `limits` section.
-type LimitsConfig struct{}
+// LimitsConfig is the plugin's `limits` section: bounds every request is checked against before
+// Redis is touched. All of them can change with a reload.
+type LimitsConfig struct {
+	// MaxKeyBytes bounds one key (the part after the namespace).
+	MaxKeyBytes int `yaml:"max_key_bytes"`
+	// MaxValueBytes bounds one value.
+	MaxValueBytes int `yaml:"max_value_bytes"`
+	// MaxKeysPerCall bounds the keys of one Delete or MGet and the entries of one MSet.
+	MaxKeysPerCall int `yaml:"max_keys_per_call"`
+	// MaxBatchBytes bounds the keys and values of one MSet and the values one MGet returns.
+	MaxBatchBytes int `yaml:"max_batch_bytes"`
+	// MaxTTL bounds any requested time to live; 0 means no bound.
+	MaxTTL time.Duration `yaml:"max_ttl"`
+}
+
+func defaultLimits() *LimitsConfig {
+	return &LimitsConfig{
+		MaxKeyBytes:    1024,
+		MaxValueBytes:  1 << 20,
+		MaxKeysPerCall: 1000,
+		MaxBatchBytes:  16 << 20,
+	}
+}
 
 // Validate implements config.Section.
-func (*LimitsConfig) Validate() error { return nil }
+func (l *LimitsConfig) Validate() error {
+	var errs []error
+	if l.MaxKeyBytes < 1 || l.MaxKeyBytes > 64<<10 {
+		errs = append(errs, fmt.Errorf("max_key_bytes: must be between 1 and %d, got %d", 64<<10, l.MaxKeyBytes))
+	}
+	if l.MaxValueBytes < 1 || l.MaxValueBytes > 128<<20 {
+		errs = append(errs, fmt.Errorf("max_value_bytes: must be between 1 and %d, got %d", 128<<20, l.MaxValueBytes))
+	}
+	if l.MaxKeysPerCall < 1 || l.MaxKeysPerCall > 100000 {
+		errs = append(errs, fmt.Errorf("max_keys_per_call: must be between 1 and 100000, got %d", l.MaxKeysPerCall))
+	}
+	if l.MaxBatchBytes < l.MaxValueBytes || l.MaxBatchBytes > 200<<20 {
+		errs = append(errs, fmt.Errorf("max_batch_bytes: must be between max_value_bytes (%d) and %d, got %d", l.MaxValueBytes, 200<<20, l.MaxBatchBytes))
+	}
+	if l.MaxTTL < 0 {
+		errs = append(errs, fmt.Errorf("max_ttl: must not be negative (0 means no bound), got %s", l.MaxTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// messageBytes is the largest gRPC message these limits let through: the biggest of one Set and
+// one full MSet or MGet, plus protobuf framing for every entry.
+func (l *LimitsConfig) messageBytes() int {
+	single := l.MaxKeyBytes + l.MaxValueBytes
+	return max(single, l.MaxBatchBytes) + l.MaxKeysPerCall*32 + 64<<10
+}
 
 func defaultBackend() *BackendConfig {
 	return &BackendConfig{
 		Address:         "127.0.0.1:6379",
+		Mode:            ModeAuto,
+		KeyPrefix:       "prism:",
 		PoolSize:        50,
 		MinIdleConns:    4,
 		MaxRetries:      3,
@@ -72,6 +138,30 @@ func (b *BackendConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("address: must be host:port, got %q", a))
 		}
 	}
+	switch b.Mode {
+	case ModeAuto, ModeSingle:
+	case ModeCluster:
+		if b.Database != 0 {
+			errs = append(errs, fmt.Errorf("database: must be 0 in cluster mode, got %d", b.Database))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("mode: must be auto, single or cluster, got %q", b.Mode))
+	}
+	if b.Mode == ModeSingle && len(addrs) > 1 {
+		errs = append(errs, fmt.Errorf("address: single mode takes one address, got %d", len(addrs)))
+	}
+	if b.Mode == ModeAuto && len(addrs) > 1 && b.Database != 0 {
+		errs = append(errs, fmt.Errorf("database: must be 0 with several addresses (Redis Cluster), got %d", b.Database))
+	}
+	if len(b.KeyPrefix) > 256 {
+		errs = append(errs, fmt.Errorf("key_prefix: must be at most 256 bytes, got %d", len(b.KeyPrefix)))
+	}
+	if b.DefaultTTL < 0 {
+		errs = append(errs, fmt.Errorf("default_ttl: must not be negative (0 means no expiry), got %s", b.DefaultTTL))
+	}
+	if b.TTLJitter < 0 || b.TTLJitter > 50 {
+		errs = append(errs, fmt.Errorf("ttl_jitter: must be a percentage between 0 and 50, got %d", b.TTLJitter))
+	}
 	if b.Database < 0 || b.Database > 15 {
 		errs = append(errs, fmt.Errorf("database: must be between 0 and 15, got %d", b.Database))
 	}
@@ -94,6 +184,11 @@ func (b *BackendConfig) Validate() error {
 		errs = append(errs, errors.New("tls_ca_file: needs tls_enabled: true"))
 	}
 	return errors.Join(errs...)
+}
+
+// cluster reports whether the backend is a Redis Cluster.
+func (b *BackendConfig) cluster() bool {
+	return b.Mode == ModeCluster || (b.Mode == ModeAuto && len(b.addresses()) > 1)
 }
 
 // clientOptions turns the backend section into go-redis universal options.
@@ -134,7 +229,7 @@ func Schema() config.Schema {
 		Port:        9092,
 		MetricsPort: 9192,
 		NewBackend:  func() config.Section { return defaultBackend() },
-		NewLimits:   func() config.Section { return &LimitsConfig{} },
+		NewLimits:   func() config.Section { return defaultLimits() },
 		EnvAliases: map[string]string{
 			"REDIS_ADDRESS":  "backend.address",
 			"REDIS_USERNAME": "backend.username",

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
@@ -20,9 +24,13 @@ import (
 type Plugin struct {
 	log     *slog.Logger
 	backend *BackendConfig
+	metrics *metrics
+	// maxMessage is the gRPC message bound the server was built with; limits that need more
+	// wait for a restart.
+	maxMessage int
 
-	mu     sync.RWMutex
-	client redis.UniversalClient
+	settings atomic.Pointer[settings]
+	current  atomic.Pointer[store]
 }
 
 // New returns an unconfigured plugin for core.Run.
@@ -46,7 +54,24 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 	if !ok {
 		return fmt.Errorf("backend config has type %T", cfg.Backend)
 	}
+	limits, ok := cfg.Limits.(*LimitsConfig)
+	if !ok {
+		return fmt.Errorf("limits config has type %T", cfg.Limits)
+	}
 	p.log, p.backend = env.Logger, backend
+	p.settings.Store(newSettings(backend, limits))
+	p.maxMessage = max(cfg.ControlPlane.MaxRecvMessageBytes, limits.messageBytes())
+
+	m, collectors := newMetrics()
+	p.metrics = m
+	if env.Metrics != nil {
+		collectors = append(collectors, newPoolCollector(p.poolStats))
+		for _, c := range collectors {
+			if err := env.Metrics.Register(c); err != nil {
+				return fmt.Errorf("register redis metrics: %w", err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -62,20 +87,30 @@ func (p *Plugin) Start(context.Context) error {
 	if err != nil {
 		return err
 	}
-	client := redis.NewUniversalClient(opts)
-	p.mu.Lock()
-	p.client = client
-	p.mu.Unlock()
+	var client redis.UniversalClient
+	cluster := p.backend.cluster()
+	if cluster {
+		copts := opts.Cluster()
+		// The store splits multi-key calls by hash slot itself; go-redis's own multi-shard
+		// routing would refuse MGET and UNLINK inside the pipelines it sends.
+		copts.DisableRoutingPolicies = true
+		client = redis.NewClusterClient(copts)
+	} else {
+		client = redis.NewClient(opts.Simple())
+	}
+	p.current.Store(&store{client: client, cluster: cluster, metrics: p.metrics})
+	p.log.Info("redis client created", "addresses", p.backend.addresses(), "cluster", cluster,
+		"username", p.backend.Username, "key_prefix", p.backend.KeyPrefix, "tls", p.backend.TLSEnabled)
 	return nil
 }
 
 // Health implements core.Plugin with a real round trip (authenticated PING).
 func (p *Plugin) Health(ctx context.Context) error {
-	client := p.currentClient()
-	if client == nil {
+	st := p.current.Load()
+	if st == nil {
 		return errors.New("redis client not started")
 	}
-	if err := client.Ping(ctx).Err(); err != nil {
+	if err := st.ping(ctx); err != nil {
 		return apierr.Unavailable("ping redis", err)
 	}
 	return nil
@@ -83,20 +118,98 @@ func (p *Plugin) Health(ctx context.Context) error {
 
 // Stop implements core.Plugin.
 func (p *Plugin) Stop(context.Context) error {
-	p.mu.Lock()
-	client := p.client
-	p.client = nil
-	p.mu.Unlock()
-	if client != nil {
-		return client.Close()
+	if st := p.current.Swap(nil); st != nil {
+		return st.client.Close()
 	}
 	return nil
 }
 
-func (p *Plugin) currentClient() redis.UniversalClient {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.client
+// store returns the store in force, or UNAVAILABLE before Start and after Stop.
+func (p *Plugin) store() (*store, error) {
+	st := p.current.Load()
+	if st == nil {
+		return nil, apierr.New(apierr.ErrUnavailable, "redis client is not running")
+	}
+	return st, nil
 }
 
-var _ core.Plugin = (*Plugin)(nil)
+func (p *Plugin) poolStats() *redis.PoolStats {
+	st := p.current.Load()
+	if st == nil {
+		return nil
+	}
+	return st.client.PoolStats()
+}
+
+// liveBackendKeys are backend keys a reload applies at once; the others describe the connection
+// and need a restart.
+var liveBackendKeys = []string{"backend.key_prefix", "backend.default_ttl", "backend.ttl_jitter"}
+
+// Reconfigure implements core.Reconfigurer: limits, key_prefix, default_ttl and ttl_jitter apply
+// to the next request. Limits that need a larger gRPC message than the server was started with
+// wait (all of them, so they stay consistent) for a restart.
+func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []string) ([]string, error) {
+	backend, ok := cfg.Backend.(*BackendConfig)
+	if !ok {
+		return nil, fmt.Errorf("backend config has type %T", cfg.Backend)
+	}
+	limits, ok := cfg.Limits.(*LimitsConfig)
+	if !ok {
+		return nil, fmt.Errorf("limits config has type %T", cfg.Limits)
+	}
+	old := p.settings.Load()
+	next := newSettings(backend, limits)
+	var restart []string
+	for _, path := range changed {
+		switch {
+		case strings.HasPrefix(path, "backend.") && !slices.Contains(liveBackendKeys, path):
+			restart = append(restart, path)
+		case strings.HasPrefix(path, "limits.") && limits.messageBytes() > p.maxMessage:
+			restart = append(restart, path)
+			next.limits = old.limits
+		}
+	}
+	p.settings.Store(next)
+	if len(restart) > 0 {
+		p.log.Warn("some redis settings take effect only after a restart", "paths", restart,
+			"max_message_bytes", strconv.Itoa(p.maxMessage))
+	}
+	return restart, nil
+}
+
+// MinRecvMessageBytes implements core.MessageSizer: the largest Set, MSet or MGet the limits
+// allow must fit in one gRPC message.
+func (p *Plugin) MinRecvMessageBytes() int {
+	return p.settings.Load().limits.messageBytes()
+}
+
+// Capabilities implements core.CapabilityReporter.
+func (p *Plugin) Capabilities() map[string]string {
+	s := p.settings.Load()
+	if s == nil {
+		return nil
+	}
+	mode := "single"
+	if p.backend != nil && p.backend.cluster() {
+		mode = "cluster"
+	}
+	return map[string]string{
+		"mode":              mode,
+		"key_prefix":        s.keyPrefix,
+		"max_key_bytes":     strconv.Itoa(s.limits.MaxKeyBytes),
+		"max_value_bytes":   strconv.Itoa(s.limits.MaxValueBytes),
+		"max_keys_per_call": strconv.Itoa(s.limits.MaxKeysPerCall),
+		"max_batch_bytes":   strconv.Itoa(s.limits.MaxBatchBytes),
+		"atomic_get_ttl":    "true",
+		"conditional_set":   "if_absent,if_present,keep_ttl",
+	}
+}
+
+var (
+	_ core.Plugin             = (*Plugin)(nil)
+	_ core.Reconfigurer       = (*Plugin)(nil)
+	_ core.MessageSizer       = (*Plugin)(nil)
+	_ core.CapabilityReporter = (*Plugin)(nil)
+)
+
+var _ prometheus.Collector = (*poolCollector)(nil)

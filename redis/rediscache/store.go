@@ -1,0 +1,300 @@
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+)
+
+// getScript reads a value and its remaining time to live in one atomic step, so the TTL belongs to
+// the value returned (a GET then PTTL could straddle an expiry or another client's write).
+var getScript = redis.NewScript(`local v = redis.call('GET', KEYS[1])
+if not v then return false end
+return {v, redis.call('PTTL', KEYS[1])}`)
+
+// persistScript removes an expiry and tells a missing key apart from one that had no expiry,
+// which PERSIST alone cannot (it answers 0 for both).
+var persistScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('PERSIST', KEYS[1])
+return 1`)
+
+// Condition says when a set writes.
+type condition int
+
+const (
+	always condition = iota
+	ifAbsent
+	ifPresent
+)
+
+// store runs the cache operations against one go-redis client. Keys handed to it are full Redis
+// keys (prefix, namespace and key already joined).
+type store struct {
+	client  redis.UniversalClient
+	cluster bool
+	metrics *metrics
+}
+
+// result of a single-key read.
+type getResult struct {
+	found bool
+	value []byte
+	// ttl is the remaining time to live; 0 when the key has none.
+	ttl time.Duration
+}
+
+func (s *store) get(ctx context.Context, key string) (getResult, error) {
+	start := time.Now()
+	res, err := getScript.Run(ctx, s.client, []string{key}).Slice()
+	s.metrics.observe(opGet, start, err)
+	if errors.Is(err, redis.Nil) {
+		return getResult{}, nil
+	}
+	if err != nil {
+		return getResult{}, backendError("get", err)
+	}
+	if len(res) != 2 {
+		return getResult{}, fmt.Errorf("get: unexpected script reply of %d elements", len(res))
+	}
+	value, ok := res[0].(string)
+	if !ok {
+		return getResult{}, fmt.Errorf("get: unexpected value type %T", res[0])
+	}
+	pttl, _ := res[1].(int64)
+	out := getResult{found: true, value: []byte(value)}
+	if pttl > 0 {
+		out.ttl = time.Duration(pttl) * time.Millisecond
+	}
+	return out, nil
+}
+
+// set writes one key with a single SET command, so value, expiry and condition apply together.
+// ttl 0 without keepTTL clears any old expiry, as SET does.
+func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Duration, keepTTL bool, cond condition) (bool, error) {
+	args := redis.SetArgs{TTL: ttl, KeepTTL: keepTTL}
+	switch cond {
+	case ifAbsent:
+		args.Mode = "NX"
+	case ifPresent:
+		args.Mode = "XX"
+	}
+	start := time.Now()
+	err := s.client.SetArgs(ctx, key, value, args).Err()
+	if errors.Is(err, redis.Nil) {
+		// NX or XX did not hold: Redis answers a null reply.
+		s.metrics.observe(opSet, start, nil)
+		return false, nil
+	}
+	s.metrics.observe(opSet, start, err)
+	if err != nil {
+		return false, backendError("set", err)
+	}
+	return true, nil
+}
+
+// del removes keys; in cluster mode one UNLINK per hash slot, pipelined.
+func (s *store) del(ctx context.Context, keys []string) (int64, error) {
+	start := time.Now()
+	n, err := s.delete(ctx, keys)
+	s.metrics.observe(opDelete, start, err)
+	if err != nil {
+		return 0, backendError("delete", err)
+	}
+	return n, nil
+}
+
+func (s *store) delete(ctx context.Context, keys []string) (int64, error) {
+	if !s.cluster {
+		// UNLINK frees large values off Redis's main thread; the count is the same as DEL's.
+		return s.client.Unlink(ctx, keys...).Result()
+	}
+	groups := groupBySlot(keys)
+	cmds := make([]*redis.IntCmd, len(groups))
+	pipe := s.client.Pipeline()
+	for i, g := range groups {
+		cmds[i] = pipe.Unlink(ctx, g.keys(keys)...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, c := range cmds {
+		total += c.Val()
+	}
+	return total, nil
+}
+
+// mgetEntry is one result of mget, in request order.
+type mgetEntry struct {
+	found bool
+	value []byte
+}
+
+// mget reads keys in request order; in cluster mode one MGET (or GET) per hash slot, pipelined,
+// so no command spans slots.
+func (s *store) mget(ctx context.Context, keys []string) ([]mgetEntry, error) {
+	start := time.Now()
+	out, err := s.mgetInto(ctx, keys)
+	s.metrics.observe(opMGet, start, err)
+	if err != nil {
+		return nil, backendError("mget", err)
+	}
+	return out, nil
+}
+
+func (s *store) mgetInto(ctx context.Context, keys []string) ([]mgetEntry, error) {
+	out := make([]mgetEntry, len(keys))
+	if !s.cluster {
+		vals, err := s.client.MGet(ctx, keys...).Result()
+		if err != nil {
+			return nil, err
+		}
+		if len(vals) != len(keys) {
+			return nil, fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(keys))
+		}
+		for i, v := range vals {
+			out[i] = entryOf(v)
+		}
+		return out, nil
+	}
+	groups := groupBySlot(keys)
+	cmds := make([]redis.Cmder, len(groups))
+	pipe := s.client.Pipeline()
+	for i, g := range groups {
+		if len(g.idx) == 1 {
+			cmds[i] = pipe.Get(ctx, keys[g.idx[0]])
+		} else {
+			cmds[i] = pipe.MGet(ctx, g.keys(keys)...)
+		}
+	}
+	// A missing key makes its GET fail with redis.Nil, which Exec reports; each command is
+	// checked below instead.
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	for i, g := range groups {
+		switch c := cmds[i].(type) {
+		case *redis.StringCmd:
+			v, err := c.Result()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out[g.idx[0]] = mgetEntry{found: true, value: []byte(v)}
+		case *redis.SliceCmd:
+			vals, err := c.Result()
+			if err != nil {
+				return nil, err
+			}
+			if len(vals) != len(g.idx) {
+				return nil, fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(g.idx))
+			}
+			for j, v := range vals {
+				out[g.idx[j]] = entryOf(v)
+			}
+		}
+	}
+	return out, nil
+}
+
+func entryOf(v any) mgetEntry {
+	if s, ok := v.(string); ok {
+		return mgetEntry{found: true, value: []byte(s)}
+	}
+	return mgetEntry{}
+}
+
+// msetEntry is one key to write in mset.
+type msetEntry struct {
+	key   string
+	value []byte
+	ttl   time.Duration
+}
+
+// mset writes every entry with its own SET (value and expiry atomic per key). On a single Redis
+// the whole call is one MULTI/EXEC transaction; in cluster mode entries are pipelined to their
+// nodes and a failure can leave some written.
+func (s *store) mset(ctx context.Context, entries []msetEntry) error {
+	start := time.Now()
+	var pipe redis.Pipeliner
+	if s.cluster {
+		pipe = s.client.Pipeline()
+	} else {
+		pipe = s.client.TxPipeline()
+	}
+	for _, e := range entries {
+		pipe.SetArgs(ctx, e.key, e.value, redis.SetArgs{TTL: e.ttl})
+	}
+	_, err := pipe.Exec(ctx)
+	s.metrics.observe(opMSet, start, err)
+	if err != nil {
+		return backendError("mset", err)
+	}
+	return nil
+}
+
+// expire sets a new time to live, or removes the expiry when ttl is 0. It reports whether the
+// key exists.
+func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	start := time.Now()
+	var found bool
+	var err error
+	if ttl > 0 {
+		found, err = s.client.PExpire(ctx, key, ttl).Result()
+	} else {
+		var n int64
+		n, err = persistScript.Run(ctx, s.client, []string{key}).Int64()
+		found = n == 1
+	}
+	s.metrics.observe(opExpire, start, err)
+	if err != nil {
+		return false, backendError("expire", err)
+	}
+	return found, nil
+}
+
+func (s *store) ping(ctx context.Context) error {
+	return s.client.Ping(ctx).Err()
+}
+
+// backendError classifies a Redis failure for the edge: a passed deadline or cancelled call keeps
+// its context error, ACL refusals and out-of-memory are reported as such, and everything else is
+// a backend that a retry may cure.
+func backendError(op string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "NOPERM"):
+		return apierr.New(apierr.ErrPermissionDenied,
+			"%s: redis refused the key for the plugin's ACL user (check backend.key_prefix against the user's key pattern): %s", op, msg)
+	case strings.HasPrefix(msg, "OOM"):
+		return apierr.New(apierr.ErrResourceExhausted, "%s: redis is out of memory: %s", op, msg)
+	}
+	return apierr.Unavailable(op, err)
+}
+
+// expiry turns a requested time to live into the one written to Redis: whole milliseconds
+// (rounded up, so a tiny positive TTL never becomes "no expiry") moved by up to ±jitter percent.
+func expiry(ttl time.Duration, jitterPercent int) time.Duration {
+	if ttl <= 0 {
+		return 0
+	}
+	ms := int64((ttl + time.Millisecond - 1) / time.Millisecond)
+	if jitterPercent > 0 {
+		spread := float64(ms) * float64(jitterPercent) / 100
+		ms += int64((rand.Float64()*2 - 1) * spread)
+		ms = max(ms, 1)
+	}
+	return time.Duration(ms) * time.Millisecond
+}
