@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +105,31 @@ func Acceptance(t *testing.T, spec Spec) {
 		for _, s := range spec.Secrets {
 			assert.NotContains(t, p.Stderr(), s)
 		}
+	})
+
+	t.Run("SIGHUP reloads the log level and rejects a broken file", func(t *testing.T) {
+		cfgPath := filepath.Join(t.TempDir(), "plugin.yaml")
+		require.NoError(t, os.WriteFile(cfgPath, []byte("log:\n  level: info\n"), 0o600))
+		p := Start(t, bin, BaseEnv(spec.Env...), "--config", cfgPath)
+		p.WaitServing(t, 15*time.Second)
+		info := pluginv1.NewPluginServiceClient(p.Conn)
+
+		require.NoError(t, os.WriteFile(cfgPath, []byte("log:\n  level: debug\n"), 0o600))
+		p.Signal(t, syscall.SIGHUP)
+		require.Eventually(t, func() bool { return strings.Contains(p.Stderr(), `"changed":["log.level"]`) }, 10*time.Second, 20*time.Millisecond, p.Stderr())
+		_, err := info.GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return strings.Contains(p.Stderr(), `"level":"DEBUG","msg":"rpc"`) }, 5*time.Second, 20*time.Millisecond,
+			"debug lines appear after the reload")
+
+		require.NoError(t, os.WriteFile(cfgPath, []byte("log:\n  level: debug\n  colour: red\n"), 0o600))
+		p.Signal(t, syscall.SIGHUP)
+		require.Eventually(t, func() bool { return strings.Contains(p.Stderr(), `unknown key \"log.colour\"`) }, 10*time.Second, 20*time.Millisecond, p.Stderr())
+		_, err = info.GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
+		require.NoError(t, err, "the plugin keeps serving with the old config")
+		p.WaitServing(t, time.Second)
+		p.Signal(t, SIGTERM)
+		assert.Equal(t, 0, p.Wait(t, 10*time.Second))
 	})
 
 	t.Run("wrong password starts NOT_SERVING, logs why, never the secret", func(t *testing.T) {
