@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -125,6 +126,13 @@ func (s *probeServer) Get(ctx context.Context, req *keyvaluev1.GetRequest) (*key
 		s.p.entered <- struct{}{}
 		select {
 		case <-s.p.release:
+			return &keyvaluev1.GetResponse{Found: true}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case "slow":
+		select {
+		case <-time.After(time.Second):
 			return &keyvaluev1.GetResponse{Found: true}, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
