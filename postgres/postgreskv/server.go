@@ -1,12 +1,105 @@
 package postgreskv
 
 import (
+	"context"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
-// server adapts Plugin to prism.keyvalue.v1.KeyValueService. Until the KeyValue operations land,
-// every method answers UNIMPLEMENTED.
+// server adapts Plugin to prism.keyvalue.v1.KeyValueService: it validates each request against
+// the limits in force, then calls the Store.
 type server struct {
 	keyvaluev1.UnimplementedKeyValueServiceServer
 	plugin *Plugin
 }
+
+// Put implements keyvaluev1.KeyValueServiceServer.
+func (s *server) Put(ctx context.Context, req *keyvaluev1.PutRequest) (*keyvaluev1.PutResponse, error) {
+	r, err := s.plugin.limits.Load().put(req)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.plugin.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := st.Put(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	resp := &keyvaluev1.PutResponse{Versions: make([]*keyvaluev1.ItemVersion, len(r.Items))}
+	for i, it := range r.Items {
+		resp.Versions[i] = &keyvaluev1.ItemVersion{Key: it.Key, Version: versions[i]}
+	}
+	return resp, nil
+}
+
+// Get implements keyvaluev1.KeyValueServiceServer.
+func (s *server) Get(ctx context.Context, req *keyvaluev1.GetRequest) (*keyvaluev1.GetResponse, error) {
+	r, err := s.plugin.limits.Load().get(req)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.plugin.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	items, next, err := st.Get(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return &keyvaluev1.GetResponse{Found: len(items) > 0, Items: toProtoItems(items), NextPageToken: next}, nil
+}
+
+// Delete implements keyvaluev1.KeyValueServiceServer.
+func (s *server) Delete(ctx context.Context, req *keyvaluev1.DeleteRequest) (*keyvaluev1.DeleteResponse, error) {
+	r, err := s.plugin.limits.Load().delete(req)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.plugin.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := st.Delete(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return &keyvaluev1.DeleteResponse{DeletedCount: n}, nil
+}
+
+// Scan implements keyvaluev1.KeyValueServiceServer.
+func (s *server) Scan(ctx context.Context, req *keyvaluev1.ScanRequest) (*keyvaluev1.ScanResponse, error) {
+	r, err := s.plugin.limits.Load().scan(req)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.plugin.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	records, next, err := st.Scan(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	resp := &keyvaluev1.ScanResponse{Records: make([]*keyvaluev1.Record, len(records)), NextPageToken: next}
+	for i, rec := range records {
+		resp.Records[i] = &keyvaluev1.Record{Id: rec.ID, Items: toProtoItems(rec.Items)}
+	}
+	return resp, nil
+}
+
+func toProtoItems(items []Item) []*keyvaluev1.Item {
+	out := make([]*keyvaluev1.Item, len(items))
+	for i, it := range items {
+		out[i] = &keyvaluev1.Item{Key: it.Key, Value: it.Value, Version: it.Version}
+		if !it.ExpireTime.IsZero() {
+			out[i].ExpireTime = timestamppb.New(it.ExpireTime)
+		}
+	}
+	return out
+}
+
+var _ keyvaluev1.KeyValueServiceServer = (*server)(nil)

@@ -1,0 +1,607 @@
+package postgreskv
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+)
+
+// SQLSTATEs raised by prism_kv_fail.
+const (
+	codeReplay       = "PK001" // idempotency token already used: nothing was written
+	codePrecondition = "PK002" // a precondition failed: nothing was written
+)
+
+// PutItem is one item to write.
+type PutItem struct {
+	Key, Value []byte
+	// TTL is the item's time to live; zero means none.
+	TTL time.Duration
+}
+
+// Precondition must hold for a write to happen: the item exists with Version, or, when Absent,
+// does not exist (or has expired).
+type Precondition struct {
+	Key     []byte
+	Version int64
+	Absent  bool
+}
+
+// Item is a stored item as read back.
+type Item struct {
+	Key, Value []byte
+	Version    int64
+	// ExpireTime is zero when the item has no time to live.
+	ExpireTime time.Time
+}
+
+// Record is one record's items within a scan page.
+type Record struct {
+	ID    string
+	Items []Item
+}
+
+// PutRequest writes items into one record.
+type PutRequest struct {
+	Namespace, ID    string
+	Items            []PutItem
+	IdempotencyToken string
+	Preconditions    []Precondition
+}
+
+// DeleteRequest removes items (all when Keys is empty) of one record.
+type DeleteRequest struct {
+	Namespace, ID    string
+	Keys             [][]byte
+	IdempotencyToken string
+	Preconditions    []Precondition
+}
+
+// GetRequest reads a page of one record's items.
+type GetRequest struct {
+	Namespace, ID string
+	Keys          [][]byte
+	PageSize      int
+	MaxBytes      int64
+	PageToken     string
+}
+
+// ScanRequest reads a page of a namespace's records.
+type ScanRequest struct {
+	Namespace, IDPrefix string
+	PageSize            int
+	MaxBytes            int64
+	PageToken           string
+}
+
+// Store runs KeyValue operations on a migrated PostgreSQL database. Every write is one
+// pipelined batch: PostgreSQL runs a batch's statements as one implicit transaction, so a
+// failed precondition or a replayed token aborts the whole write and costs one round trip.
+type Store struct {
+	pool      *pgxpool.Pool
+	tokens    pageTokens
+	retention func() time.Duration
+	observe   func(op string, start time.Time)
+}
+
+// NewStore returns a store on a pool whose database is migrated (see Migrate). pageTokenKey
+// signs page tokens; retention says how long idempotency tokens are kept.
+func NewStore(pool *pgxpool.Pool, pageTokenKey []byte, retention func() time.Duration) *Store {
+	return &Store{pool: pool, tokens: pageTokens{key: pageTokenKey}, retention: retention, observe: func(string, time.Time) {}}
+}
+
+// Migrate creates or upgrades the schema and returns the page token key stored in the database.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]byte, error) { return migrate(ctx, pool) }
+
+const live = `(expire_time IS NULL OR expire_time > now())`
+
+const (
+	sqlLockRecord = `SELECT pg_advisory_xact_lock($1)`
+
+	// A token row is claimed first; a concurrent retry blocks on it and then finds it taken.
+	// Expired but not yet purged tokens are taken over.
+	sqlClaimToken = `WITH claimed AS (
+	INSERT INTO prism_kv_idempotency AS t (namespace, token, fingerprint, expire_time)
+	VALUES ($1, $2, $3, now() + $4 * interval '1 microsecond')
+	ON CONFLICT (namespace, token) DO UPDATE
+		SET fingerprint = EXCLUDED.fingerprint, expire_time = EXCLUDED.expire_time, versions = NULL, deleted_count = NULL
+		WHERE t.expire_time <= now()
+	RETURNING 1)
+SELECT prism_kv_fail('` + codeReplay + `', 'idempotency token already used') WHERE NOT EXISTS (SELECT 1 FROM claimed)`
+
+	sqlCheckPreconditions = `SELECT prism_kv_fail('` + codePrecondition + `', CASE
+		WHEN c.want_absent THEN format('preconditions[%s]: item exists (version %s) but absent was required', c.ord - 1, c.cur)
+		WHEN c.cur IS NULL THEN format('preconditions[%s]: item does not exist but version %s was required', c.ord - 1, c.want_version)
+		ELSE format('preconditions[%s]: item has version %s but version %s was required', c.ord - 1, c.cur, c.want_version)
+	END)
+FROM (
+	SELECT pc.ord, pc.want_absent, pc.want_version, i.version AS cur
+	FROM unnest($3::bytea[], $4::int8[], $5::bool[]) WITH ORDINALITY AS pc(key, want_version, want_absent, ord)
+	LEFT JOIN prism_kv_items i ON i.namespace = $1 AND i.id = $2 AND i.key = pc.key AND (i.expire_time IS NULL OR i.expire_time > now())
+) c
+WHERE (c.want_absent AND c.cur IS NOT NULL) OR (NOT c.want_absent AND c.cur IS DISTINCT FROM c.want_version)
+ORDER BY c.ord LIMIT 1`
+
+	// Versions come from one sequence so a re-created item never reuses an old version (no ABA
+	// for compare-and-set); GREATEST keeps them increasing even if the sequence were reset.
+	sqlUpsert = `INSERT INTO prism_kv_items AS t (namespace, id, key, value, version, expire_time)
+	SELECT $1, $2, u.k, u.v, nextval('prism_kv_version'), CASE WHEN u.ttl > 0 THEN now() + u.ttl * interval '1 microsecond' END
+	FROM unnest($3::bytea[], $4::bytea[], $5::int8[]) AS u(k, v, ttl)
+	ON CONFLICT (namespace, id, key) DO UPDATE
+		SET value = EXCLUDED.value, version = GREATEST(EXCLUDED.version, t.version + 1), expire_time = EXCLUDED.expire_time
+	RETURNING key, version`
+
+	sqlPut = sqlUpsert
+
+	sqlPutWithToken = `WITH w AS (` + sqlUpsert + `),
+r AS (
+	UPDATE prism_kv_idempotency SET versions = (
+		SELECT array_agg(w.version ORDER BY u.ord) FROM w JOIN unnest($3::bytea[]) WITH ORDINALITY AS u(k, ord) ON w.key = u.k)
+	WHERE namespace = $1 AND token = $6)
+SELECT key, version FROM w`
+
+	sqlReadToken = `SELECT fingerprint, versions, deleted_count FROM prism_kv_idempotency WHERE namespace = $1 AND token = $2`
+)
+
+func deleteSQL(byKeys, withToken bool) string {
+	where := `namespace = $1 AND id = $2`
+	next := 3
+	if byKeys {
+		where += ` AND key = ANY($3::bytea[])`
+		next = 4
+	}
+	del := `WITH d AS (DELETE FROM prism_kv_items WHERE ` + where + ` RETURNING expire_time),
+n AS (SELECT count(*) FILTER (WHERE expire_time IS NULL OR expire_time > now()) AS c FROM d)`
+	if withToken {
+		del += `,
+r AS (UPDATE prism_kv_idempotency SET deleted_count = (SELECT c FROM n) WHERE namespace = $1 AND token = $` + strconv.Itoa(next) + `)`
+	}
+	return del + `
+SELECT c FROM n`
+}
+
+var sqlDelete = [2][2]string{
+	{deleteSQL(false, false), deleteSQL(false, true)},
+	{deleteSQL(true, false), deleteSQL(true, true)},
+}
+
+// Put writes the items in one transaction and returns their versions in request order.
+func (s *Store) Put(ctx context.Context, r PutRequest) ([]int64, error) {
+	defer s.observe("put", time.Now())
+	idb := []byte(r.ID)
+	keys := make([][]byte, len(r.Items))
+	values := make([][]byte, len(r.Items))
+	ttls := make([]int64, len(r.Items))
+	for i, it := range r.Items {
+		keys[i], values[i], ttls[i] = it.Key, it.Value, it.TTL.Microseconds()
+		if values[i] == nil {
+			values[i] = []byte{} // nil would be NULL
+		}
+		if it.TTL > 0 && ttls[i] == 0 {
+			ttls[i] = 1
+		}
+	}
+	var fp []byte
+	b := &pgx.Batch{}
+	b.Queue(sqlLockRecord, recordLockKey(r.Namespace, r.ID))
+	if r.IdempotencyToken != "" {
+		fp = putFingerprint(r)
+		b.Queue(sqlClaimToken, r.Namespace, r.IdempotencyToken, fp, s.retention().Microseconds())
+	}
+	s.queuePreconditions(b, r.Namespace, idb, r.Preconditions)
+	if r.IdempotencyToken != "" {
+		b.Queue(sqlPutWithToken, r.Namespace, idb, keys, values, ttls, r.IdempotencyToken)
+	} else {
+		b.Queue(sqlPut, r.Namespace, idb, keys, values, ttls)
+	}
+	got := make(map[string]int64, len(r.Items))
+	err := s.runBatch(ctx, b, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		var k []byte
+		var v int64
+		_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error {
+			got[string(k)] = v
+			return nil
+		})
+		return err
+	})
+	if isCode(err, codeReplay) {
+		versions, _, rerr := s.replay(ctx, r.Namespace, r.IdempotencyToken, fp)
+		if rerr == nil && len(versions) != len(r.Items) {
+			rerr = errTokenReused
+		}
+		return versions, rerr
+	}
+	if err != nil {
+		return nil, s.fail(ctx, "put", err)
+	}
+	versions := make([]int64, len(r.Items))
+	for i, it := range r.Items {
+		versions[i] = got[string(it.Key)]
+	}
+	return versions, nil
+}
+
+// Delete removes items in one transaction and returns how many live items it removed.
+func (s *Store) Delete(ctx context.Context, r DeleteRequest) (int64, error) {
+	defer s.observe("delete", time.Now())
+	idb := []byte(r.ID)
+	var fp []byte
+	b := &pgx.Batch{}
+	b.Queue(sqlLockRecord, recordLockKey(r.Namespace, r.ID))
+	if r.IdempotencyToken != "" {
+		fp = deleteFingerprint(r)
+		b.Queue(sqlClaimToken, r.Namespace, r.IdempotencyToken, fp, s.retention().Microseconds())
+	}
+	s.queuePreconditions(b, r.Namespace, idb, r.Preconditions)
+	args := []any{r.Namespace, idb}
+	if len(r.Keys) > 0 {
+		args = append(args, r.Keys)
+	}
+	withToken := r.IdempotencyToken != ""
+	if withToken {
+		args = append(args, r.IdempotencyToken)
+	}
+	b.Queue(sqlDelete[boolIndex(len(r.Keys) > 0)][boolIndex(withToken)], args...)
+	var deleted int64
+	err := s.runBatch(ctx, b, func(br pgx.BatchResults) error {
+		return br.QueryRow().Scan(&deleted)
+	})
+	if isCode(err, codeReplay) {
+		_, n, rerr := s.replay(ctx, r.Namespace, r.IdempotencyToken, fp)
+		return n, rerr
+	}
+	if err != nil {
+		return 0, s.fail(ctx, "delete", err)
+	}
+	return deleted, nil
+}
+
+func (s *Store) queuePreconditions(b *pgx.Batch, ns string, id []byte, pcs []Precondition) {
+	if len(pcs) == 0 {
+		return
+	}
+	keys := make([][]byte, len(pcs))
+	versions := make([]int64, len(pcs))
+	absent := make([]bool, len(pcs))
+	for i, pc := range pcs {
+		keys[i], versions[i], absent[i] = pc.Key, pc.Version, pc.Absent
+	}
+	b.Queue(sqlCheckPreconditions, ns, id, keys, versions, absent)
+}
+
+// runBatch sends b, checks every statement but the last, and hands the last to last.
+func (s *Store) runBatch(ctx context.Context, b *pgx.Batch, last func(pgx.BatchResults) error) error {
+	br := s.pool.SendBatch(ctx, b)
+	var err error
+	for i := 0; i < b.Len()-1 && err == nil; i++ {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		err = last(br)
+	}
+	return errors.Join(err, br.Close())
+}
+
+var errTokenReused = apierr.Invalid("idempotency_token", "already used in this namespace for a different request")
+
+// replay returns the stored result of the call that first used token.
+func (s *Store) replay(ctx context.Context, ns, token string, fp []byte) ([]int64, int64, error) {
+	var stored []byte
+	var versions []int64
+	var deleted *int64
+	err := s.pool.QueryRow(ctx, sqlReadToken, ns, token).Scan(&stored, &versions, &deleted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Expired and purged between the claim and now: a retry will run the call afresh.
+		return nil, 0, apierr.New(apierr.ErrAborted, "idempotency token expired during the call: retry")
+	}
+	if err != nil {
+		return nil, 0, s.fail(ctx, "read idempotency token", err)
+	}
+	if string(stored) != string(fp) {
+		return nil, 0, errTokenReused
+	}
+	var n int64
+	if deleted != nil {
+		n = *deleted
+	}
+	return versions, n, nil
+}
+
+// Get returns one page of a record's items and the token for the next page.
+func (s *Store) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
+	defer s.observe("get", time.Now())
+	bind := getBinding(r.Namespace, r.ID, r.Keys)
+	var after []byte
+	if r.PageToken != "" {
+		pos, err := s.tokens.open(bind, r.PageToken)
+		if err != nil {
+			return nil, "", apierr.New(apierr.ErrInvalidArgument, "%v", err)
+		}
+		after = pos.key
+	}
+	q := sqlBuilder{args: []any{r.Namespace, []byte(r.ID), r.PageSize + 1, r.MaxBytes}}
+	where := `namespace = $1 AND id = $2 AND ` + live
+	if len(r.Keys) > 0 {
+		where += ` AND key = ANY(` + q.arg(r.Keys) + `::bytea[])`
+	}
+	if after != nil {
+		where += ` AND key > ` + q.arg(after)
+	}
+	sql := `SELECT key, fits, CASE WHEN fits THEN value END, version, expire_time FROM (
+	SELECT key, value, version, expire_time,
+		sum(sz) OVER w - sz < $4 AS fits,
+		sum(sz) OVER w - sz - coalesce(lag(sz) OVER w, 0) < $4 AS keep
+	FROM (SELECT key, value, version, expire_time, octet_length(key) + octet_length(value) AS sz
+		FROM prism_kv_items WHERE ` + where + ` ORDER BY key LIMIT $3) b
+	WINDOW w AS (ORDER BY key)) p
+WHERE keep ORDER BY key`
+	rows, err := s.pool.Query(ctx, sql, q.args...)
+	if err != nil {
+		return nil, "", s.fail(ctx, "get", err)
+	}
+	var items []Item
+	more := false
+	var it Item
+	var fits bool
+	var exp *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&it.Key, &fits, &it.Value, &it.Version, &exp}, func() error {
+		if !fits || len(items) == r.PageSize {
+			more = true
+			return nil
+		}
+		it.ExpireTime = time.Time{}
+		if exp != nil {
+			it.ExpireTime = *exp
+		}
+		if it.Value == nil {
+			it.Value = []byte{}
+		}
+		items = append(items, it)
+		it = Item{}
+		return nil
+	})
+	if err != nil {
+		return nil, "", s.fail(ctx, "get", err)
+	}
+	next := ""
+	if more && len(items) > 0 {
+		next = s.tokens.mint(bind, position{key: items[len(items)-1].Key})
+	}
+	return items, next, nil
+}
+
+// Scan returns one page of a namespace's records in (id, key) order.
+func (s *Store) Scan(ctx context.Context, r ScanRequest) ([]Record, string, error) {
+	defer s.observe("scan", time.Now())
+	bind := binding('s', []byte(r.Namespace), []byte(r.IDPrefix))
+	q := sqlBuilder{args: []any{r.Namespace, r.PageSize + 1, r.MaxBytes}}
+	where := `namespace = $1 AND ` + live
+	if r.IDPrefix != "" {
+		where += ` AND id >= ` + q.arg([]byte(r.IDPrefix))
+		if hi := prefixEnd([]byte(r.IDPrefix)); hi != nil {
+			where += ` AND id < ` + q.arg(hi)
+		}
+	}
+	if r.PageToken != "" {
+		pos, err := s.tokens.open(bind, r.PageToken)
+		if err != nil {
+			return nil, "", apierr.New(apierr.ErrInvalidArgument, "%v", err)
+		}
+		where += ` AND (id, key) > (` + q.arg(pos.id) + `, ` + q.arg(pos.key) + `)`
+	}
+	sql := `SELECT id, key, fits, CASE WHEN fits THEN value END, version, expire_time FROM (
+	SELECT id, key, value, version, expire_time,
+		sum(sz) OVER w - sz < $3 AS fits,
+		sum(sz) OVER w - sz - coalesce(lag(sz) OVER w, 0) < $3 AS keep
+	FROM (SELECT id, key, value, version, expire_time, octet_length(key) + octet_length(value) AS sz
+		FROM prism_kv_items WHERE ` + where + ` ORDER BY id, key LIMIT $2) b
+	WINDOW w AS (ORDER BY id, key)) p
+WHERE keep ORDER BY id, key`
+	rows, err := s.pool.Query(ctx, sql, q.args...)
+	if err != nil {
+		return nil, "", s.fail(ctx, "scan", err)
+	}
+	var records []Record
+	count := 0
+	more := false
+	var id []byte
+	var it Item
+	var fits bool
+	var exp *time.Time
+	var lastID []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &it.Key, &fits, &it.Value, &it.Version, &exp}, func() error {
+		if !fits || count == r.PageSize {
+			more = true
+			return nil
+		}
+		if exp != nil {
+			it.ExpireTime = *exp
+		}
+		if it.Value == nil {
+			it.Value = []byte{}
+		}
+		if len(records) == 0 || string(lastID) != string(id) {
+			records = append(records, Record{ID: string(id)})
+			lastID = id
+		}
+		rec := &records[len(records)-1]
+		rec.Items = append(rec.Items, it)
+		count++
+		it, id = Item{}, nil
+		return nil
+	})
+	if err != nil {
+		return nil, "", s.fail(ctx, "scan", err)
+	}
+	next := ""
+	if more && count > 0 {
+		last := records[len(records)-1]
+		next = s.tokens.mint(bind, position{id: []byte(last.ID), key: last.Items[len(last.Items)-1].Key})
+	}
+	return records, next, nil
+}
+
+// PurgeExpired deletes up to limit expired items and returns how many it deleted. Rows locked
+// by writers (or by another replica's purge) are skipped and left for the next round.
+func (s *Store) PurgeExpired(ctx context.Context, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM prism_kv_items i USING (
+	SELECT namespace, id, key FROM prism_kv_items WHERE expire_time <= now()
+	ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) d
+WHERE i.namespace = d.namespace AND i.id = d.id AND i.key = d.key AND i.expire_time <= now()`, limit)
+	if err != nil {
+		return 0, s.fail(ctx, "purge expired items", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// PurgeTokens deletes up to limit idempotency tokens past their retention.
+func (s *Store) PurgeTokens(ctx context.Context, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM prism_kv_idempotency i USING (
+	SELECT namespace, token FROM prism_kv_idempotency WHERE expire_time <= now()
+	ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) d
+WHERE i.namespace = d.namespace AND i.token = d.token AND i.expire_time <= now()`, limit)
+	if err != nil {
+		return 0, s.fail(ctx, "purge idempotency tokens", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// fail turns a database error into one of apierr's kinds. Server messages can quote stored
+// data, so only the SQLSTATE of unexpected errors reaches the client.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s: %w", op, ctxErr)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		// Dial, TLS, closed pool, broken connection: a retry may cure them.
+		return apierr.Unavailable(op, err)
+	}
+	switch {
+	case pgErr.Code == codePrecondition:
+		return apierr.New(apierr.ErrAborted, "%s", pgErr.Message)
+	case pgErr.Code == "40001" || pgErr.Code == "40P01": // serialization failure, deadlock
+		return apierr.New(apierr.ErrAborted, "%s: concurrent update, retry", op)
+	case pgErr.Code == "57014": // query_canceled (statement_timeout)
+		return apierr.Unavailable(op, errors.New("statement cancelled by the server"))
+	case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"),
+		strings.HasPrefix(pgErr.Code, "57"), strings.HasPrefix(pgErr.Code, "28"),
+		pgErr.Code == "42P01", pgErr.Code == "3D000":
+		// Connection, resources, shutdown, auth, missing table/database: backend trouble.
+		return apierr.Unavailable(op, fmt.Errorf("postgres error SQLSTATE %s", pgErr.Code))
+	}
+	return fmt.Errorf("%s: postgres error SQLSTATE %s", op, pgErr.Code)
+}
+
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+// recordLockKey names the transaction advisory lock that serialises writers of one record.
+// Without it two writers could both find an item absent and both write it. Hash collisions only
+// serialise unrelated records a little.
+func recordLockKey(ns, id string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(ns))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return int64(h.Sum64()) //nolint:gosec // wrap-around is fine for a lock key
+}
+
+func putFingerprint(r PutRequest) []byte {
+	h := sha256.New()
+	h.Write([]byte("put"))
+	writeLenPrefixed(h, []byte(r.ID))
+	for _, it := range r.Items {
+		writeLenPrefixed(h, it.Key)
+		writeLenPrefixed(h, it.Value)
+		writeInt(h, int64(it.TTL))
+	}
+	writePreconditions(h, r.Preconditions)
+	return h.Sum(nil)
+}
+
+func deleteFingerprint(r DeleteRequest) []byte {
+	h := sha256.New()
+	h.Write([]byte("delete"))
+	writeLenPrefixed(h, []byte(r.ID))
+	writeInt(h, int64(len(r.Keys)))
+	for _, k := range r.Keys {
+		writeLenPrefixed(h, k)
+	}
+	writePreconditions(h, r.Preconditions)
+	return h.Sum(nil)
+}
+
+func writePreconditions(h hash.Hash, pcs []Precondition) {
+	writeInt(h, int64(len(pcs)))
+	for _, pc := range pcs {
+		writeLenPrefixed(h, pc.Key)
+		writeInt(h, pc.Version)
+		if pc.Absent {
+			h.Write([]byte{1})
+		} else {
+			h.Write([]byte{0})
+		}
+	}
+}
+
+func writeInt(h hash.Hash, v int64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v)) //nolint:gosec // bit pattern only
+	h.Write(b[:])
+}
+
+func getBinding(ns, id string, keys [][]byte) []byte {
+	fields := append([][]byte{[]byte(ns), []byte(id)}, keys...)
+	return binding('g', fields...)
+}
+
+// prefixEnd is the smallest byte string greater than every string starting with p, or nil when
+// there is none (p is all 0xff).
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// sqlBuilder numbers positional parameters as a statement grows.
+type sqlBuilder struct{ args []any }
+
+func (q *sqlBuilder) arg(v any) string {
+	q.args = append(q.args, v)
+	return "$" + strconv.Itoa(len(q.args))
+}

@@ -1,0 +1,238 @@
+package postgreskv
+
+import (
+	"fmt"
+	"regexp"
+	"unicode/utf8"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
+)
+
+// limits is a validated LimitsConfig ready to check requests; swapped whole on reload.
+type limits struct {
+	LimitsConfig
+	namespace *regexp.Regexp
+}
+
+func newLimits(cfg *LimitsConfig) (*limits, error) {
+	re, err := regexp.Compile(cfg.NamespacePattern)
+	if err != nil {
+		return nil, fmt.Errorf("limits.namespace_pattern: %w", err)
+	}
+	return &limits{LimitsConfig: *cfg, namespace: re}, nil
+}
+
+func (l *limits) checkNamespace(ns string) error {
+	if ns == "" {
+		return apierr.Invalid("namespace", "required")
+	}
+	if !l.namespace.MatchString(ns) {
+		return apierr.Invalid("namespace", "%q does not match limits.namespace_pattern (%s)", ns, l.NamespacePattern)
+	}
+	return nil
+}
+
+func (l *limits) checkID(field, id string) error {
+	switch {
+	case id == "":
+		return apierr.Invalid(field, "required")
+	case len(id) > l.MaxIDBytes:
+		return apierr.Invalid(field, "%d bytes exceeds limits.max_id_bytes (%d)", len(id), l.MaxIDBytes)
+	case !utf8.ValidString(id):
+		return apierr.Invalid(field, "not valid UTF-8")
+	}
+	return nil
+}
+
+func (l *limits) checkKey(field string, key []byte) error {
+	switch {
+	case len(key) == 0:
+		return apierr.Invalid(field, "required (keys must not be empty)")
+	case len(key) > l.MaxKeyBytes:
+		return apierr.Invalid(field, "%d bytes exceeds limits.max_key_bytes (%d)", len(key), l.MaxKeyBytes)
+	}
+	return nil
+}
+
+func (l *limits) checkKeys(keys [][]byte) error {
+	if len(keys) > l.MaxItemsPerRequest {
+		return apierr.Invalid("keys", "%d keys exceeds limits.max_items_per_request (%d)", len(keys), l.MaxItemsPerRequest)
+	}
+	for i, k := range keys {
+		if err := l.checkKey(fmt.Sprintf("keys[%d]", i), k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *limits) checkToken(token string) error {
+	if len(token) > l.MaxIdempotencyTokenBytes {
+		return apierr.Invalid("idempotency_token", "%d bytes exceeds limits.max_idempotency_token_bytes (%d)", len(token), l.MaxIdempotencyTokenBytes)
+	}
+	if !utf8.ValidString(token) {
+		return apierr.Invalid("idempotency_token", "not valid UTF-8")
+	}
+	return nil
+}
+
+func (l *limits) preconditions(pcs []*keyvaluev1.Precondition) ([]Precondition, error) {
+	if len(pcs) > l.MaxPreconditions {
+		return nil, apierr.Invalid("preconditions", "%d preconditions exceeds limits.max_preconditions (%d)", len(pcs), l.MaxPreconditions)
+	}
+	out := make([]Precondition, len(pcs))
+	for i, pc := range pcs {
+		field := fmt.Sprintf("preconditions[%d]", i)
+		if err := l.checkKey(field+".key", pc.GetKey()); err != nil {
+			return nil, err
+		}
+		out[i].Key = pc.GetKey()
+		switch c := pc.GetCondition().(type) {
+		case *keyvaluev1.Precondition_Version:
+			if c.Version < 1 {
+				return nil, apierr.Invalid(field+".version", "must be positive, got %d (use absent to require a missing item)", c.Version)
+			}
+			out[i].Version = c.Version
+		case *keyvaluev1.Precondition_Absent:
+			if !c.Absent {
+				return nil, apierr.Invalid(field+".absent", "false is not a condition; set true or use version")
+			}
+			out[i].Absent = true
+		default:
+			return nil, apierr.Invalid(field, "one of version or absent is required")
+		}
+	}
+	return out, nil
+}
+
+func (l *limits) put(r *keyvaluev1.PutRequest) (PutRequest, error) {
+	out := PutRequest{Namespace: r.GetNamespace(), ID: r.GetId(), IdempotencyToken: r.GetIdempotencyToken()}
+	if err := l.checkNamespace(out.Namespace); err != nil {
+		return out, err
+	}
+	if err := l.checkID("id", out.ID); err != nil {
+		return out, err
+	}
+	items := r.GetItems()
+	switch {
+	case len(items) == 0:
+		return out, apierr.Invalid("items", "at least one item is required")
+	case len(items) > l.MaxItemsPerRequest:
+		return out, apierr.Invalid("items", "%d items exceeds limits.max_items_per_request (%d)", len(items), l.MaxItemsPerRequest)
+	}
+	seen := make(map[string]int, len(items))
+	total := 0
+	out.Items = make([]PutItem, len(items))
+	for i, it := range items {
+		field := fmt.Sprintf("items[%d]", i)
+		if err := l.checkKey(field+".key", it.GetKey()); err != nil {
+			return out, err
+		}
+		if first, dup := seen[string(it.GetKey())]; dup {
+			return out, apierr.Invalid(field+".key", "duplicates items[%d].key", first)
+		}
+		seen[string(it.GetKey())] = i
+		if n := len(it.GetValue()); n > l.MaxValueBytes {
+			return out, apierr.Invalid(field+".value", "%d bytes exceeds limits.max_value_bytes (%d)", n, l.MaxValueBytes)
+		}
+		total += len(it.GetKey()) + len(it.GetValue())
+		out.Items[i] = PutItem{Key: it.GetKey(), Value: it.GetValue()}
+		if ttl := it.GetTtl(); ttl != nil {
+			if err := ttl.CheckValid(); err != nil {
+				return out, apierr.Invalid(field+".ttl", "%v", err)
+			}
+			d := ttl.AsDuration()
+			if d < 0 {
+				return out, apierr.Invalid(field+".ttl", "must not be negative, got %s", d)
+			}
+			if l.MaxTTL > 0 && d > l.MaxTTL {
+				return out, apierr.Invalid(field+".ttl", "%s exceeds limits.max_ttl (%s)", d, l.MaxTTL)
+			}
+			out.Items[i].TTL = d
+		}
+	}
+	if total > l.MaxRequestBytes {
+		return out, apierr.Invalid("items", "%d key and value bytes exceeds limits.max_request_bytes (%d)", total, l.MaxRequestBytes)
+	}
+	if err := l.checkToken(out.IdempotencyToken); err != nil {
+		return out, err
+	}
+	pcs, err := l.preconditions(r.GetPreconditions())
+	out.Preconditions = pcs
+	return out, err
+}
+
+func (l *limits) delete(r *keyvaluev1.DeleteRequest) (DeleteRequest, error) {
+	out := DeleteRequest{Namespace: r.GetNamespace(), ID: r.GetId(), Keys: r.GetKeys(), IdempotencyToken: r.GetIdempotencyToken()}
+	if err := l.checkNamespace(out.Namespace); err != nil {
+		return out, err
+	}
+	if err := l.checkID("id", out.ID); err != nil {
+		return out, err
+	}
+	if err := l.checkKeys(out.Keys); err != nil {
+		return out, err
+	}
+	if err := l.checkToken(out.IdempotencyToken); err != nil {
+		return out, err
+	}
+	pcs, err := l.preconditions(r.GetPreconditions())
+	out.Preconditions = pcs
+	return out, err
+}
+
+func (l *limits) pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, apierr.Invalid("page_size", "must not be negative, got %d", n)
+	case n == 0:
+		return l.DefaultPageSize, nil
+	case int(n) > l.MaxPageSize:
+		return 0, apierr.Invalid("page_size", "%d exceeds limits.max_page_size (%d)", n, l.MaxPageSize)
+	}
+	return int(n), nil
+}
+
+func (l *limits) get(r *keyvaluev1.GetRequest) (GetRequest, error) {
+	out := GetRequest{Namespace: r.GetNamespace(), ID: r.GetId(), Keys: r.GetKeys(), PageToken: r.GetPageToken(), MaxBytes: int64(l.DefaultPageBytes)}
+	if err := l.checkNamespace(out.Namespace); err != nil {
+		return out, err
+	}
+	if err := l.checkID("id", out.ID); err != nil {
+		return out, err
+	}
+	if err := l.checkKeys(out.Keys); err != nil {
+		return out, err
+	}
+	var err error
+	out.PageSize, err = l.pageSize(r.GetPageSize())
+	return out, err
+}
+
+func (l *limits) scan(r *keyvaluev1.ScanRequest) (ScanRequest, error) {
+	out := ScanRequest{Namespace: r.GetNamespace(), IDPrefix: r.GetIdPrefix(), PageToken: r.GetPageToken()}
+	if err := l.checkNamespace(out.Namespace); err != nil {
+		return out, err
+	}
+	if out.IDPrefix != "" {
+		if err := l.checkID("id_prefix", out.IDPrefix); err != nil {
+			return out, err
+		}
+	}
+	var err error
+	if out.PageSize, err = l.pageSize(r.GetPageSize()); err != nil {
+		return out, err
+	}
+	switch mb := r.GetMaxBytes(); {
+	case mb < 0:
+		return out, apierr.Invalid("max_bytes", "must not be negative, got %d", mb)
+	case mb == 0:
+		out.MaxBytes = int64(l.DefaultPageBytes)
+	case mb > int64(l.MaxPageBytes):
+		return out, apierr.Invalid("max_bytes", "%d exceeds limits.max_page_bytes (%d)", mb, l.MaxPageBytes)
+	default:
+		out.MaxBytes = mb
+	}
+	return out, nil
+}
