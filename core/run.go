@@ -39,12 +39,12 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments: %s\n", name, strings.Join(fs.Args(), " "))
+		_, _ = fmt.Fprintf(stderr, "%s: unexpected arguments: %s\n", name, strings.Join(fs.Args(), " "))
 		return 2
 	}
 	if *showVersion {
 		goVersion, commit, builtAt, _ := buildInfo()
-		fmt.Fprintf(stdout, "%s %s (commit %s, built %s, %s)\n", name, Version, orUnknown(commit), orUnknown(builtAt), goVersion)
+		_, _ = fmt.Fprintf(stdout, "%s %s (commit %s, built %s, %s)\n", name, Version, orUnknown(commit), orUnknown(builtAt), goVersion)
 		return 0
 	}
 
@@ -52,20 +52,17 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 	cfg, err := config.Load(p.ConfigSchema(), src)
 	if *checkConfig {
 		if err != nil {
-			fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
-			return 1
+			return fail(stderr, name, err)
 		}
 		out, err := config.Render(cfg)
 		if err != nil {
-			fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
-			return 1
+			return fail(stderr, name, err)
 		}
 		_, _ = stdout.Write(out)
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
-		return 1
+		return fail(stderr, name, err)
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -76,8 +73,7 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 	}
 	srv, err := New(ctx, p, Options{Source: src, Config: cfg, DevMode: *devMode, DevDataDir: devDir})
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
-		return 1
+		return fail(stderr, name, err)
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -95,10 +91,15 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 	}()
 
 	if err := srv.Serve(ctx); err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
-		return 1
+		return fail(stderr, name, err)
 	}
 	return 0
+}
+
+// fail prints a one-line reason and returns the exit code for a failed start.
+func fail(stderr io.Writer, name string, err error) int {
+	_, _ = fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
+	return 1
 }
 
 // oneLine joins a multi-line error (errors.Join) for a one-line exit reason.

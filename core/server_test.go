@@ -38,7 +38,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp.StatusCode, string(body)
@@ -68,12 +68,13 @@ func TestControlPlaneServesHealthReflectionAndPluginService(t *testing.T) {
 
 	alpha, err := reflectionalphapb.NewServerReflectionClient(r.Conn).ServerReflectionInfo(ctx)
 	require.NoError(t, err)
-	require.NoError(t, alpha.Send(&reflectionalphapb.ServerReflectionRequest{
+	require.NoError(t, alpha.Send(&reflectionalphapb.ServerReflectionRequest{ //nolint:staticcheck // as above
 		MessageRequest: &reflectionalphapb.ServerReflectionRequest_ListServices{},
 	}))
 	alphaResp, err := alpha.Recv()
 	require.NoError(t, err)
-	assert.NotEmpty(t, alphaResp.GetListServicesResponse().GetService(), "v1alpha reflection answers too")
+	assert.NotEmpty(t, alphaResp.GetListServicesResponse().GetService(), //nolint:staticcheck // as above
+		"v1alpha reflection answers too")
 
 	info, err := pluginv1.NewPluginServiceClient(r.Conn).GetInfo(ctx, &pluginv1.GetInfoRequest{})
 	require.NoError(t, err)
@@ -175,7 +176,7 @@ func TestDrainWaitsForInFlightCallsAndRefusesNewOnes(t *testing.T) {
 	_, err := keyvaluev1.NewKeyValueServiceClient(r.Conn).Get(ctx, &keyvaluev1.GetRequest{Id: "new"})
 	assert.Equal(t, codes.Unavailable, status.Code(err), "new data calls are refused while draining")
 	_, err = pluginv1.NewPluginServiceClient(r.Conn).GetInfo(ctx, &pluginv1.GetInfoRequest{})
-	assert.NoError(t, err, "the control plane keeps answering")
+	require.NoError(t, err, "the control plane keeps answering")
 
 	select {
 	case <-drained:
@@ -197,7 +198,7 @@ func TestDrainReportsCallsStillRunningAtTheTimeout(t *testing.T) {
 	assert.False(t, resp.GetDrained())
 	assert.Equal(t, int64(1), resp.GetInFlightRemaining())
 	close(p.release)
-	<-inFlight
+	require.NoError(t, <-inFlight)
 }
 
 func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
@@ -206,8 +207,8 @@ func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.Stop() }()
 	select {
-	case <-stopped:
-		t.Fatal("shutdown finished while a call was in flight")
+	case err := <-stopped:
+		t.Fatalf("shutdown finished (%v) while a call was in flight", err)
 	case <-time.After(200 * time.Millisecond):
 	}
 	close(p.release)

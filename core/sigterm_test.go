@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/prism-gateway/plugins/core"
-	"github.com/prism-gateway/plugins/internal/binarytest"
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
+	"github.com/prism-gateway/plugins/internal/binarytest"
 )
 
 // childEnv makes the test binary act as a plugin process (core.Run with the probe plugin), so

@@ -131,6 +131,7 @@ func TestEnvironmentOverrides(t *testing.T) {
 			yaml: "control_plane:\n  port: 7000\n",
 			env:  map[string]string{"PRISM_CONTROL_PLANE_PORT": "7100"},
 			check: func(t *testing.T, cfg *config.Config) {
+				t.Helper()
 				assert.Equal(t, 7100, cfg.ControlPlane.Port)
 			},
 		},
@@ -138,6 +139,7 @@ func TestEnvironmentOverrides(t *testing.T) {
 			name: "log level variable",
 			env:  map[string]string{"PRISM_LOG_LEVEL": "warn"},
 			check: func(t *testing.T, cfg *config.Config) {
+				t.Helper()
 				assert.Equal(t, "warn", cfg.Log.Level)
 			},
 		},
@@ -146,6 +148,7 @@ func TestEnvironmentOverrides(t *testing.T) {
 			yaml: "backend:\n  url: postgres://yaml@h/db\n",
 			env:  map[string]string{"EXAMPLE_URL": "postgres://env@h/db"},
 			check: func(t *testing.T, cfg *config.Config) {
+				t.Helper()
 				assert.Equal(t, "postgres://env@h/db", cfg.Backend.(*exampleBackend).URL.Reveal())
 			},
 		},
@@ -153,6 +156,7 @@ func TestEnvironmentOverrides(t *testing.T) {
 			name: "generic name beats documented alias",
 			env:  map[string]string{"EXAMPLE_POOL": "5", "PRISM_BACKEND_POOL_SIZE": "6"},
 			check: func(t *testing.T, cfg *config.Config) {
+				t.Helper()
 				assert.Equal(t, 6, cfg.Backend.(*exampleBackend).PoolSize)
 			},
 		},
@@ -165,6 +169,7 @@ func TestEnvironmentOverrides(t *testing.T) {
 				"PRISM_LIMITS_MAX_VALUE_BYTES":       "64",
 			},
 			check: func(t *testing.T, cfg *config.Config) {
+				t.Helper()
 				assert.Equal(t, 3*time.Second, cfg.ControlPlane.ShutdownGrace)
 				assert.Equal(t, []string{"x:1", "y:2"}, cfg.Backend.(*exampleBackend).Hosts)
 				assert.Equal(t, "hunter22", cfg.Backend.(*exampleBackend).Password.Reveal())

@@ -39,6 +39,7 @@ type Spec struct {
 // Acceptance runs the checks from the operator's point of view: flags, config errors, health,
 // reflection, GetInfo, metrics, JSON logs, wrong credentials and SIGTERM.
 func Acceptance(t *testing.T, spec Spec) {
+	t.Helper()
 	bin := Build(t, spec.Dir)
 
 	t.Run("version prints and exits 0", func(t *testing.T) {
@@ -172,7 +173,7 @@ func httpBody(t *testing.T, url string) string {
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(b)

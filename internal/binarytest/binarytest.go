@@ -5,6 +5,7 @@ package binarytest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -25,7 +26,7 @@ import (
 func Build(tb testing.TB, dir string) string {
 	tb.Helper()
 	out := filepath.Join(tb.TempDir(), "plugin")
-	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd := exec.Command("go", "build", "-o", out, ".") //nolint:gosec // builds the test's own plugin package
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -39,13 +40,14 @@ func Run(tb testing.TB, bin string, env []string, args ...string) (int, string, 
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // runs the binary Build made
 	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	code := 0
-	if exitErr, ok := err.(*exec.ExitError); ok {
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
 		code = exitErr.ExitCode()
 	} else if err != nil {
 		tb.Fatalf("run %s: %v", bin, err)
@@ -70,7 +72,7 @@ type Process struct {
 func Start(tb testing.TB, bin string, env []string, args ...string) *Process {
 	tb.Helper()
 	p := &Process{Port: FreePort(tb), MetricsPort: FreePort(tb), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	p.cmd = exec.Command(bin, args...) //nolint:gosec // runs the binary Build made
 	p.cmd.Env = append(append([]string{}, env...),
 		"PRISM_CONTROL_PLANE_HOST=127.0.0.1", "PRISM_CONTROL_PLANE_PORT="+strconv.Itoa(p.Port),
 		"PRISM_METRICS_HOST=127.0.0.1", "PRISM_METRICS_PORT="+strconv.Itoa(p.MetricsPort))
@@ -85,7 +87,8 @@ func Start(tb testing.TB, bin string, env []string, args ...string) *Process {
 	go func() {
 		err := p.cmd.Wait()
 		p.code = 0
-		if exitErr, ok := err.(*exec.ExitError); ok {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
 			p.code = exitErr.ExitCode()
 		}
 		close(p.done)
@@ -167,7 +170,7 @@ func FreePort(tb testing.TB) int {
 	if err != nil {
 		tb.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 

@@ -13,7 +13,7 @@ import (
 
 // Defaults match scripts/services.sh.
 const (
-	DefaultPostgresURL       = "postgres://prism:prism@127.0.0.1:5432/prism"
+	DefaultPostgresURL       = "postgres://prism:prism@127.0.0.1:5432/prism" //nolint:gosec // the local test service's documented credentials
 	DefaultRedisAddr         = "127.0.0.1:6379"
 	DefaultRedisClusterAddrs = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 	DefaultKafkaBrokers      = "127.0.0.1:29092"
