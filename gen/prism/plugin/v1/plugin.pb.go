@@ -70,8 +70,9 @@ type GetInfoResponse struct {
 	// Kind of datastore behind the plugin, e.g. "postgresql", "kafka", "redis".
 	// In dev mode this names the embedded backend instead.
 	Backend string `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
-	// Fully qualified names of the gRPC services this listener serves, data and
-	// control plane alike, sorted, e.g. "prism.keyvalue.v1.KeyValueService".
+	// Fully qualified names of the data services this plugin serves, e.g.
+	// "prism.keyvalue.v1.KeyValueService". The control plane (health,
+	// reflection, this service) is always served too and is not listed.
 	Services []string `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
 	// Feature flags and limits the plugin advertises to clients, as free-form
 	// key/value strings (e.g. "max_items_per_put": "100"). Keys are stable
