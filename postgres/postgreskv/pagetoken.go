@@ -63,7 +63,7 @@ func (t pageTokens) mint(bind []byte, pos position) string {
 
 // open checks a token's signature and binding and returns its position.
 func (t pageTokens) open(bind []byte, token string) (position, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(token)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(token)
 	if err != nil || len(raw) < 1+tokenBindLen+2+tokenMACLen {
 		return position{}, errBadToken
 	}

@@ -1,0 +1,125 @@
+package postgreskv
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPageTokensRoundTripAndRejectTampering(t *testing.T) {
+	t.Parallel()
+	tokens := pageTokens{key: []byte("0123456789abcdef0123456789abcdef")}
+	bind := binding('s', []byte("ns"), []byte("prefix"))
+	pos := position{id: []byte("rec\x00ord"), key: []byte{0x00, 0xff}}
+	tok := tokens.mint(bind, pos)
+	got, err := tokens.open(bind, tok)
+	require.NoError(t, err)
+	assert.Equal(t, pos, got)
+
+	other := pageTokens{key: []byte("another key, another deployment")}
+	cases := []struct {
+		name string
+		open func() error
+	}{
+		{"signed with another key", func() error { _, err := other.open(bind, tok); return err }},
+		{"bound to another request", func() error {
+			_, err := tokens.open(binding('s', []byte("ns"), []byte("other")), tok)
+			return err
+		}},
+		{"empty", func() error { _, err := tokens.open(bind, ""); return err }},
+		{"not base64", func() error { _, err := tokens.open(bind, "%%%"); return err }},
+		{"truncated", func() error { _, err := tokens.open(bind, tok[:len(tok)-2]); return err }},
+		{"extended", func() error { _, err := tokens.open(bind, tok+"AA"); return err }},
+	}
+	for i := range tok {
+		b := []byte(tok)
+		if b[i] == 'x' {
+			b[i] = 'y'
+		} else {
+			b[i] = 'x'
+		}
+		changed := string(b)
+		cases = append(cases, struct {
+			name string
+			open func() error
+		}{"changed at " + string(rune('0'+i%10)), func() error { _, err := tokens.open(bind, changed); return err }})
+	}
+	for _, tc := range cases {
+		assert.ErrorIs(t, tc.open(), errBadToken, tc.name)
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		prefix []byte
+		want   []byte
+	}{
+		{"plain ASCII", []byte("ab"), []byte("ac")},
+		{"trailing 0xff carries", []byte{'a', 0xff, 0xff}, []byte{'b'}},
+		{"all 0xff has no end", []byte{0xff, 0xff}, nil},
+		{"multi-byte UTF-8", []byte("a\u00ff"), []byte{'a', 0xc3, 0xc0}},
+	}
+	for _, tc := range cases {
+		assert.Equal(t, tc.want, prefixEnd(tc.prefix), tc.name)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		backend func(b *BackendConfig)
+		limits  func(l *LimitsConfig)
+		want    string
+	}{
+		{"defaults are valid", nil, nil, ""},
+		{"pool size zero", func(b *BackendConfig) { b.PoolSize = 0 }, nil, "pool_size: must be between 1 and 1000, got 0"},
+		{"unknown ssl mode", func(b *BackendConfig) { b.SSLMode = "prefer-maybe" }, nil, "ssl_mode"},
+		{"verify-full without a CA", func(b *BackendConfig) { b.SSLMode = "verify-full" }, nil, "tls_ca_file: required when ssl_mode is verify-full"},
+		{"certificate without key", func(b *BackendConfig) { b.SSLMode = "require"; b.TLSCertFile = "c.pem" }, nil, "set both or neither"},
+		{"tls files without a mode", func(b *BackendConfig) { b.TLSCAFile = "ca.pem" }, nil, "ssl_mode: required"},
+		{"retention under a second", func(b *BackendConfig) { b.IdempotencyRetention = time.Millisecond }, nil, "idempotency_retention"},
+		{"short page token key", func(b *BackendConfig) { b.PageTokenKey = "short" }, nil, "page_token_key"},
+		{"bad namespace pattern", nil, func(l *LimitsConfig) { l.NamespacePattern = "([" }, "namespace_pattern"},
+		{"default page size over the max", nil, func(l *LimitsConfig) { l.DefaultPageSize = 2000 }, "default_page_size"},
+		{"request smaller than one value", nil, func(l *LimitsConfig) { l.MaxRequestBytes = 10 }, "max_request_bytes"},
+		{"negative max ttl", nil, func(l *LimitsConfig) { l.MaxTTL = -time.Second }, "max_ttl"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, l := defaultBackend(), DefaultLimits()
+			if tc.backend != nil {
+				tc.backend(b)
+			}
+			if tc.limits != nil {
+				tc.limits(l)
+			}
+			var msgs []string
+			for _, err := range []error{b.Validate(), l.Validate()} {
+				if err != nil {
+					msgs = append(msgs, err.Error())
+				}
+			}
+			got := strings.Join(msgs, "\n")
+			if tc.want == "" {
+				assert.Empty(t, got)
+				return
+			}
+			assert.Contains(t, got, tc.want)
+		})
+	}
+}
+
+func TestDefaultLimitsFitTheMessageSize(t *testing.T) {
+	t.Parallel()
+	l := DefaultLimits()
+	require.NoError(t, l.Validate())
+	// 1000 items of 1 KiB keys plus 8 MiB of values, or a 8 MiB page plus a crossing item.
+	assert.GreaterOrEqual(t, l.messageBytes(), l.MaxRequestBytes+l.MaxItemsPerRequest*l.MaxKeyBytes)
+	assert.GreaterOrEqual(t, l.messageBytes(), l.MaxPageBytes+l.MaxValueBytes)
+}
