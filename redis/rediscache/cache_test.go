@@ -137,6 +137,19 @@ func TestConformanceOnRedisCluster(t *testing.T) {
 	cachetest.Run(t, r.Conn, cachetest.Options{Raw: newRedisCLI(addrs[0], true)})
 }
 
+func TestConformanceWithAutoPipelining(t *testing.T) {
+	t.Run("single redis", func(t *testing.T) {
+		addr := testsvc.RedisAddr(t)
+		r := startRedisCache(t, []string{addr}, "backend:\n  auto_pipeline: true\n")
+		cachetest.Run(t, r.Conn, cachetest.Options{Raw: newRedisCLI(addr, false)})
+	})
+	t.Run("redis cluster", func(t *testing.T) {
+		addrs := testsvc.RedisClusterAddrs(t)
+		r := startRedisCache(t, addrs, "backend:\n  auto_pipeline: true\n")
+		cachetest.Run(t, r.Conn, cachetest.Options{})
+	})
+}
+
 func TestClusterModeWithOneSeedAddress(t *testing.T) {
 	addrs := testsvc.RedisClusterAddrs(t)
 	r := startRedisCache(t, addrs[:1], "backend:\n  mode: cluster\n")

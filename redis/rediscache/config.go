@@ -46,6 +46,9 @@ type BackendConfig struct {
 	MaxRetries      int           `yaml:"max_retries"`
 	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
 	DialTimeout     time.Duration `yaml:"dial_timeout"`
+	// AutoPipeline sends the single-key commands of concurrent calls to Redis together, in shared
+	// pipelined writes (go-redis autopipelining), which saves system calls under load.
+	AutoPipeline bool `yaml:"auto_pipeline"`
 	// TLSEnabled turns on TLS to Redis; TLSCAFile adds a private CA.
 	TLSEnabled bool   `yaml:"tls_enabled"`
 	TLSCAFile  string `yaml:"tls_ca_file"`

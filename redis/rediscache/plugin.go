@@ -98,10 +98,37 @@ func (p *Plugin) Start(context.Context) error {
 	} else {
 		client = redis.NewClient(opts.Simple())
 	}
-	p.current.Store(&store{client: client, cluster: cluster, metrics: p.metrics})
-	p.log.Info("redis client created", "addresses", p.backend.addresses(), "cluster", cluster,
+	st := &store{client: client, single: client, cluster: cluster, metrics: p.metrics}
+	if p.backend.AutoPipeline {
+		ap, err := autoPipeliner(client)
+		if err != nil {
+			_ = client.Close()
+			return err
+		}
+		st.single = ap
+	}
+	p.current.Store(st)
+	p.log.Info("redis client created", "addresses", p.backend.addresses(), "cluster", cluster, "auto_pipeline", p.backend.AutoPipeline,
 		"username", p.backend.Username, "key_prefix", p.backend.KeyPrefix, "tls", p.backend.TLSEnabled)
 	return nil
+}
+
+// autoPipeliner returns the client's blocking autopipeliner (closed with the client).
+func autoPipeliner(client redis.UniversalClient) (redis.Cmdable, error) {
+	var ap *redis.AutoPipeliner
+	var err error
+	switch c := client.(type) {
+	case *redis.Client:
+		ap, err = c.AutoPipeline()
+	case *redis.ClusterClient:
+		ap, err = c.AutoPipeline()
+	default:
+		return nil, fmt.Errorf("auto_pipeline: unsupported client %T", client)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backend.auto_pipeline: %w", err)
+	}
+	return ap, nil
 }
 
 // Health implements core.Plugin with a real round trip (authenticated PING).
