@@ -77,6 +77,9 @@ type GetRequest struct {
 	PageSize      int
 	MaxBytes      int64
 	PageToken     string
+	// MaxItemBytes is the largest key plus value any item can have (from the limits); it lets
+	// a Get of a few named keys skip the byte accounting when they cannot overflow the page.
+	MaxItemBytes int64
 }
 
 // ScanRequest reads a page of a namespace's records.
@@ -144,7 +147,19 @@ ORDER BY c.ord LIMIT 1`
 		SET value = EXCLUDED.value, version = GREATEST(EXCLUDED.version, t.version + 1), expire_time = EXCLUDED.expire_time
 	RETURNING key, version`
 
-	sqlPut = sqlUpsert
+	// Without a token or preconditions a Put is one statement; the lock comes first because
+	// every inserted row is joined with it.
+	sqlPut = `WITH l AS (SELECT pg_advisory_xact_lock($6))
+INSERT INTO prism_kv_items AS t (namespace, id, key, value, version, expire_time)
+	SELECT $1, $2, u.k, u.v, nextval('prism_kv_version'), CASE WHEN u.ttl > 0 THEN now() + u.ttl * interval '1 microsecond' END
+	FROM unnest($3::bytea[], $4::bytea[], $5::int8[]) AS u(k, v, ttl) CROSS JOIN l
+	ON CONFLICT (namespace, id, key) DO UPDATE
+		SET value = EXCLUDED.value, version = GREATEST(EXCLUDED.version, t.version + 1), expire_time = EXCLUDED.expire_time
+	RETURNING key, version`
+
+	// A Get of a few named keys that cannot exceed the page's byte budget needs no running sum.
+	sqlGetKeys = `SELECT key, value, version, expire_time FROM prism_kv_items
+WHERE namespace = $1 AND id = $2 AND key = ANY($3::bytea[]) AND ` + live + ` ORDER BY key`
 
 	sqlPutWithToken = `WITH w AS (` + sqlUpsert + `),
 r AS (
@@ -194,6 +209,33 @@ func (s *Store) Put(ctx context.Context, r PutRequest) ([]int64, error) {
 			ttls[i] = 1
 		}
 	}
+	got := make(map[string]int64, len(r.Items))
+	collect := func(rows pgx.Rows) error {
+		var k []byte
+		var v int64
+		_, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error {
+			got[string(k)] = v
+			return nil
+		})
+		return err
+	}
+	versions := func() []int64 {
+		out := make([]int64, len(r.Items))
+		for i, it := range r.Items {
+			out[i] = got[string(it.Key)]
+		}
+		return out
+	}
+	if r.IdempotencyToken == "" && len(r.Preconditions) == 0 {
+		rows, err := s.pool.Query(ctx, sqlPut, r.Namespace, idb, keys, values, ttls, recordLockKey(r.Namespace, r.ID))
+		if err == nil {
+			err = collect(rows)
+		}
+		if err != nil {
+			return nil, s.fail(ctx, "put", err)
+		}
+		return versions(), nil
+	}
 	var fp []byte
 	b := &pgx.Batch{}
 	b.Queue(sqlLockRecord, recordLockKey(r.Namespace, r.ID))
@@ -205,21 +247,14 @@ func (s *Store) Put(ctx context.Context, r PutRequest) ([]int64, error) {
 	if r.IdempotencyToken != "" {
 		b.Queue(sqlPutWithToken, r.Namespace, idb, keys, values, ttls, r.IdempotencyToken)
 	} else {
-		b.Queue(sqlPut, r.Namespace, idb, keys, values, ttls)
+		b.Queue(sqlUpsert, r.Namespace, idb, keys, values, ttls)
 	}
-	got := make(map[string]int64, len(r.Items))
 	err := s.runBatch(ctx, b, func(br pgx.BatchResults) error {
 		rows, err := br.Query()
 		if err != nil {
 			return err
 		}
-		var k []byte
-		var v int64
-		_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error {
-			got[string(k)] = v
-			return nil
-		})
-		return err
+		return collect(rows)
 	})
 	if isCode(err, codeReplay) {
 		versions, _, rerr := s.replay(ctx, r.Namespace, r.IdempotencyToken, fp)
@@ -231,11 +266,7 @@ func (s *Store) Put(ctx context.Context, r PutRequest) ([]int64, error) {
 	if err != nil {
 		return nil, s.fail(ctx, "put", err)
 	}
-	versions := make([]int64, len(r.Items))
-	for i, it := range r.Items {
-		versions[i] = got[string(it.Key)]
-	}
-	return versions, nil
+	return versions(), nil
 }
 
 // Delete removes items in one transaction and returns how many live items it removed.
@@ -327,6 +358,10 @@ func (s *Store) replay(ctx context.Context, ns, token string, fp []byte) ([]int6
 // Get returns one page of a record's items and the token for the next page.
 func (s *Store) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
 	defer s.observe("get", time.Now())
+	if r.PageToken == "" && len(r.Keys) > 0 && len(r.Keys) <= r.PageSize && r.MaxItemBytes > 0 &&
+		int64(len(r.Keys))*r.MaxItemBytes <= r.MaxBytes {
+		return s.getKeys(ctx, r)
+	}
 	bind := getBinding(r.Namespace, r.ID, r.Keys)
 	var after []byte
 	if r.PageToken != "" {
@@ -385,6 +420,29 @@ WHERE keep ORDER BY key`
 		next = s.tokens.mint(bind, position{key: items[len(items)-1].Key})
 	}
 	return items, next, nil
+}
+
+// getKeys reads named keys that fit one page whatever their size.
+func (s *Store) getKeys(ctx context.Context, r GetRequest) ([]Item, string, error) {
+	rows, err := s.pool.Query(ctx, sqlGetKeys, r.Namespace, []byte(r.ID), r.Keys)
+	if err != nil {
+		return nil, "", s.fail(ctx, "get", err)
+	}
+	var items []Item
+	var it Item
+	var exp *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&it.Key, &it.Value, &it.Version, &exp}, func() error {
+		if exp != nil {
+			it.ExpireTime = *exp
+		}
+		items = append(items, it)
+		it = Item{}
+		return nil
+	})
+	if err != nil {
+		return nil, "", s.fail(ctx, "get", err)
+	}
+	return items, "", nil
 }
 
 // Scan returns one page of a namespace's records in (id, key) order.

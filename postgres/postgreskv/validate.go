@@ -195,7 +195,10 @@ func (l *limits) pageSize(n int32) (int, error) {
 }
 
 func (l *limits) get(r *keyvaluev1.GetRequest) (GetRequest, error) {
-	out := GetRequest{Namespace: r.GetNamespace(), ID: r.GetId(), Keys: r.GetKeys(), PageToken: r.GetPageToken(), MaxBytes: int64(l.DefaultPageBytes)}
+	out := GetRequest{
+		Namespace: r.GetNamespace(), ID: r.GetId(), Keys: r.GetKeys(), PageToken: r.GetPageToken(),
+		MaxBytes: int64(l.DefaultPageBytes), MaxItemBytes: int64(l.MaxKeyBytes + l.MaxValueBytes),
+	}
 	if err := l.checkNamespace(out.Namespace); err != nil {
 		return out, err
 	}
