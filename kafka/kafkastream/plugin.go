@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
+	"sync/atomic"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 
@@ -18,11 +21,21 @@ import (
 
 // Plugin serves Stream on Apache Kafka.
 type Plugin struct {
-	log     *slog.Logger
-	backend *BackendConfig
+	log      *slog.Logger
+	backend  *BackendConfig
+	limits   atomic.Pointer[LimitsConfig]
+	metrics  *metrics
+	draining <-chan struct{}
 
-	mu     sync.RWMutex
-	client *kgo.Client
+	mu       sync.RWMutex
+	producer *kgo.Client
+	admin    *kadm.Client
+	topics   *topics
+
+	// streamIDs numbers Subscribe streams for metrics labels.
+	streamIDs atomic.Uint64
+	// streams tracks Subscribe and Tail goroutines so Stop can wait for their clients to close.
+	streams sync.WaitGroup
 }
 
 // New returns an unconfigured plugin for core.Run.
@@ -46,7 +59,19 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 	if !ok {
 		return fmt.Errorf("backend config has type %T", cfg.Backend)
 	}
-	p.log, p.backend = env.Logger, backend
+	limits, ok := cfg.Limits.(*LimitsConfig)
+	if !ok {
+		return fmt.Errorf("limits config has type %T", cfg.Limits)
+	}
+	m, err := newMetrics(env.Metrics)
+	if err != nil {
+		return err
+	}
+	p.log, p.backend, p.metrics, p.draining = env.Logger, backend, m, env.Draining
+	if p.draining == nil {
+		p.draining = make(chan struct{})
+	}
+	p.limits.Store(limits)
 	return nil
 }
 
@@ -62,12 +87,14 @@ func (p *Plugin) Start(context.Context) error {
 	if err != nil {
 		return err
 	}
+	opts = append(opts, p.backend.producerOptions(manualPartitioner{})...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("create kafka client: %w", err)
 	}
+	admin := kadm.NewClient(client)
 	p.mu.Lock()
-	p.client = client
+	p.producer, p.admin, p.topics = client, admin, newTopics(admin, p.backend)
 	p.mu.Unlock()
 	return nil
 }
@@ -84,11 +111,13 @@ func (p *Plugin) Health(ctx context.Context) error {
 	return nil
 }
 
-// Stop implements core.Plugin.
+// Stop implements core.Plugin. Streams have ended by now (core cancels them first); their group
+// clients leave the group before Stop returns so partitions move on at once.
 func (p *Plugin) Stop(context.Context) error {
+	p.streams.Wait()
 	p.mu.Lock()
-	client := p.client
-	p.client = nil
+	client := p.producer
+	p.producer, p.admin, p.topics = nil, nil, nil
 	p.mu.Unlock()
 	if client != nil {
 		client.Close()
@@ -96,10 +125,105 @@ func (p *Plugin) Stop(context.Context) error {
 	return nil
 }
 
+// Reconfigure implements core.Reconfigurer: limits apply live, backend changes need a restart.
+func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []string) ([]string, error) {
+	limits, ok := cfg.Limits.(*LimitsConfig)
+	if !ok {
+		return nil, fmt.Errorf("limits config has type %T", cfg.Limits)
+	}
+	var restart []string
+	for _, path := range changed {
+		if len(path) >= len("backend.") && path[:len("backend.")] == "backend." {
+			restart = append(restart, path)
+		}
+	}
+	p.limits.Store(limits)
+	return restart, nil
+}
+
+// MinRecvMessageBytes implements core.MessageSizer: a maximal PublishRequest must fit.
+func (p *Plugin) MinRecvMessageBytes() int {
+	l := p.limits.Load()
+	if l == nil {
+		return 0
+	}
+	return l.MaxPublishBytes + l.MaxRecordsPerPublish*64 + 64<<10
+}
+
+// Capabilities implements core.CapabilityReporter.
+func (p *Plugin) Capabilities() map[string]string {
+	l := p.limits.Load()
+	return map[string]string{
+		"delivery":                "at-least-once",
+		"consumer_groups":         "kafka",
+		"publish_stream":          "true",
+		"tail":                    "true",
+		"dead_letter":             strconv.FormatBool(p.backend.MaxDeliveryAttempts > 0),
+		"max_value_bytes":         strconv.Itoa(l.MaxValueBytes),
+		"max_records_per_publish": strconv.Itoa(l.MaxRecordsPerPublish),
+	}
+}
+
 func (p *Plugin) currentClient() *kgo.Client {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.client
+	return p.producer
 }
 
-var _ core.Plugin = (*Plugin)(nil)
+// clients returns the shared producer, admin client and topic resolver, or UNAVAILABLE before
+// Start and after Stop.
+func (p *Plugin) clients() (*kgo.Client, *kadm.Client, *topics, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.producer == nil {
+		return nil, nil, nil, apierr.New(apierr.ErrUnavailable, "kafka client is not running")
+	}
+	return p.producer, p.admin, p.topics, nil
+}
+
+// manualPartitioner honours an explicit Record.partition (marked by a non-negative
+// kgo.Record.Partition) and otherwise partitions like the Java client: murmur2 of the key, or
+// sticky uniform spreading for keyless records.
+type manualPartitioner struct{}
+
+// ForTopic implements kgo.Partitioner.
+func (manualPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	inner, _ := kgo.UniformBytesPartitioner(64<<10, true, true, nil).ForTopic(topic).(kgo.TopicBackupPartitioner)
+	return &manualTopicPartitioner{inner: inner}
+}
+
+type manualTopicPartitioner struct {
+	inner kgo.TopicBackupPartitioner
+}
+
+func (m *manualTopicPartitioner) RequiresConsistency(r *kgo.Record) bool {
+	return r.Partition >= 0 || m.inner.RequiresConsistency(r)
+}
+
+func (m *manualTopicPartitioner) Partition(r *kgo.Record, n int) int {
+	if r.Partition >= 0 {
+		return int(r.Partition)
+	}
+	return m.inner.Partition(r, n)
+}
+
+func (m *manualTopicPartitioner) PartitionByBackup(r *kgo.Record, n int, backup kgo.TopicBackupIter) int {
+	if r.Partition >= 0 {
+		return int(r.Partition)
+	}
+	return m.inner.PartitionByBackup(r, n, backup)
+}
+
+func (m *manualTopicPartitioner) OnNewBatch() {
+	if nb, ok := m.inner.(kgo.TopicPartitionerOnNewBatch); ok {
+		nb.OnNewBatch()
+	}
+}
+
+var (
+	_ core.Plugin                = (*Plugin)(nil)
+	_ core.Reconfigurer          = (*Plugin)(nil)
+	_ core.MessageSizer          = (*Plugin)(nil)
+	_ core.CapabilityReporter    = (*Plugin)(nil)
+	_ kgo.TopicBackupPartitioner = (*manualTopicPartitioner)(nil)
+)

@@ -1,0 +1,314 @@
+package kafkastream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
+)
+
+// publishPipelineDepth bounds how many PublishStream requests may wait for their acks at once;
+// beyond it the stream stops reading, which pushes back on the client through gRPC flow control.
+const publishPipelineDepth = 1024
+
+// prepared is a validated PublishRequest turned into producer records.
+type prepared struct {
+	topic   string
+	records []*kgo.Record
+	bytes   int
+}
+
+// prepare validates a request against the limits and the topic's metadata and builds its records.
+func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*prepared, error) {
+	_, _, topics, err := p.clients()
+	if err != nil {
+		return nil, err
+	}
+	limits := p.limits.Load()
+	n := len(req.GetRecords())
+	if n == 0 {
+		return nil, apierr.Invalid("records", "at least one record is required")
+	}
+	if n > limits.MaxRecordsPerPublish {
+		return nil, apierr.Invalid("records", "at most %d records per request (limits.max_records_per_publish), got %d", limits.MaxRecordsPerPublish, n)
+	}
+	total := 0
+	for i, rec := range req.GetRecords() {
+		size, err := validateRecord(limits, i, rec)
+		if err != nil {
+			return nil, err
+		}
+		total += size
+	}
+	if total > limits.MaxPublishBytes {
+		return nil, apierr.Invalid("records", "at most %d bytes of keys, values and headers per request (limits.max_publish_bytes), got %d", limits.MaxPublishBytes, total)
+	}
+	topic, err := topics.name("topic", req.GetTopic())
+	if err != nil {
+		return nil, err
+	}
+	partitions, err := topics.partitions(ctx, "topic", topic)
+	if err != nil {
+		return nil, err
+	}
+	out := &prepared{topic: topic, records: make([]*kgo.Record, n), bytes: total}
+	// One backing array for all records keeps allocation per request, not per record.
+	backing := make([]kgo.Record, n)
+	for i, rec := range req.GetRecords() {
+		r := &backing[i]
+		r.Topic = topic
+		r.Partition = -1
+		if rec.Partition != nil {
+			if part := rec.GetPartition(); part < 0 || part >= partitions {
+				return nil, apierr.Invalid(fmt.Sprintf("records[%d].partition", i), "must be between 0 and %d (topic %q has %d partitions), got %d", partitions-1, topic, partitions, part)
+			}
+			r.Partition = rec.GetPartition()
+		}
+		if len(rec.GetKey()) > 0 {
+			r.Key = rec.GetKey()
+		}
+		r.Value = rec.GetValue()
+		if r.Value == nil {
+			r.Value = []byte{}
+		}
+		if hs := rec.GetHeaders(); len(hs) > 0 {
+			r.Headers = make([]kgo.RecordHeader, len(hs))
+			for j, h := range hs {
+				r.Headers[j] = kgo.RecordHeader{Key: h.GetKey(), Value: h.GetValue()}
+			}
+		}
+		if rec.GetTimestamp() != nil {
+			r.Timestamp = rec.GetTimestamp().AsTime()
+		}
+		out.records[i] = r
+	}
+	return out, nil
+}
+
+// validateRecord checks one record and returns its key, value and header bytes.
+func validateRecord(limits *LimitsConfig, i int, rec *streamv1.Record) (int, error) {
+	field := func(name string) string { return "records[" + strconv.Itoa(i) + "]." + name }
+	if rec == nil {
+		return 0, apierr.Invalid("records["+strconv.Itoa(i)+"]", "must not be null")
+	}
+	if n := len(rec.GetKey()); n > limits.MaxKeyBytes {
+		return 0, apierr.Invalid(field("key"), "at most %d bytes (limits.max_key_bytes), got %d", limits.MaxKeyBytes, n)
+	}
+	if n := len(rec.GetValue()); n > limits.MaxValueBytes {
+		return 0, apierr.Invalid(field("value"), "at most %d bytes (limits.max_value_bytes), got %d", limits.MaxValueBytes, n)
+	}
+	if n := len(rec.GetHeaders()); n > limits.MaxHeaders {
+		return 0, apierr.Invalid(field("headers"), "at most %d headers (limits.max_headers), got %d", limits.MaxHeaders, n)
+	}
+	size := len(rec.GetKey()) + len(rec.GetValue())
+	for j, h := range rec.GetHeaders() {
+		if h.GetKey() == "" {
+			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d].key", i, j), "must not be empty")
+		}
+		if n := len(h.GetKey()) + len(h.GetValue()); n > limits.MaxHeaderBytes {
+			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d]", i, j), "key plus value at most %d bytes (limits.max_header_bytes), got %d", limits.MaxHeaderBytes, n)
+		}
+		size += len(h.GetKey()) + len(h.GetValue())
+	}
+	if ts := rec.GetTimestamp(); ts != nil {
+		if err := ts.CheckValid(); err != nil || ts.AsTime().Before(time.Unix(0, 0)) {
+			return 0, apierr.Invalid(field("timestamp"), "must be a valid time at or after 1970-01-01")
+		}
+	}
+	return size, nil
+}
+
+// publish writes one request's records and waits until the brokers acknowledged all of them.
+func (p *Plugin) publish(ctx context.Context, req *streamv1.PublishRequest) (*streamv1.PublishResponse, error) {
+	prep, err := p.prepare(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	producer, _, topics, err := p.clients()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	results := producer.ProduceSync(ctx, prep.records...)
+	resp := &streamv1.PublishResponse{Sequence: req.GetSequence(), Acks: make([]*streamv1.RecordAck, len(results))}
+	backing := make([]streamv1.RecordAck, len(results))
+	// ProduceSync reports in completion order; acks go back in request order.
+	index := make(map[*kgo.Record]int, len(prep.records))
+	for i, r := range prep.records {
+		index[r] = i
+	}
+	failed, failure := -1, error(nil)
+	for _, res := range results {
+		i := index[res.Record]
+		if res.Err != nil {
+			if failed < 0 || i < failed {
+				failed, failure = i, res.Err
+			}
+			continue
+		}
+		backing[i].Partition, backing[i].Offset = res.Record.Partition, res.Record.Offset
+		resp.Acks[i] = &backing[i]
+	}
+	if failed >= 0 {
+		p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(results)))
+		return nil, produceError(topics, prep.topic, failed, failure)
+	}
+	p.observeProduce("Publish", start, prep)
+	return resp, nil
+}
+
+func (p *Plugin) observeProduce(method string, start time.Time, prep *prepared) {
+	p.metrics.produceLatency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	p.metrics.produceBytes.Add(float64(prep.bytes))
+	p.metrics.produceRecords.WithLabelValues("ok").Add(float64(len(prep.records)))
+}
+
+// produceError maps a producer failure for records[i] to an API error.
+func produceError(topics *topics, topic string, i int, err error) error {
+	field := "records[" + strconv.Itoa(i) + "]"
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
+		return apierr.Invalid(field, "record is larger than the brokers accept (backend.batch_max_bytes, topic max.message.bytes): %v", err)
+	case errors.Is(err, kerr.InvalidTimestamp):
+		return apierr.Invalid(field+".timestamp", "rejected by the brokers (outside the topic's message.timestamp limits)")
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		topics.forget(topic)
+		return apierr.New(apierr.ErrNotFound, "topic: topic %q does not exist", topic)
+	case errors.Is(err, kerr.TopicAuthorizationFailed):
+		return apierr.New(apierr.ErrPermissionDenied, "topic %q: the plugin's Kafka user may not write to it", topic)
+	}
+	return apierr.Unavailable("produce to kafka", err)
+}
+
+// pendingPublish is one PublishStream request waiting for its acks.
+type pendingPublish struct {
+	prep      *prepared
+	resp      *streamv1.PublishResponse
+	start     time.Time
+	remaining atomic.Int32
+	done      chan struct{}
+	errOnce   sync.Once
+	errIndex  int
+	err       error
+}
+
+func (pp *pendingPublish) fail(i int, err error) {
+	pp.errOnce.Do(func() { pp.errIndex, pp.err = i, err })
+}
+
+// publishStream pipelines requests: a reader hands records to the producer as they arrive, and a
+// writer sends each request's response, in request order, once all its records are acknowledged.
+func (p *Plugin) publishStream(ctx context.Context, recv func() (*streamv1.PublishRequest, error), send func(*streamv1.PublishResponse) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	queue := make(chan *pendingPublish, publishPipelineDepth)
+	readerDone := make(chan error, 1)
+	// The reader may stay blocked in recv after a failed write; returning from the handler
+	// cancels the stream, which releases it.
+	go func() {
+		err := p.publishReader(ctx, recv, queue)
+		close(queue)
+		readerDone <- err
+	}()
+	if err := p.publishWriter(ctx, queue, send, cancel); err != nil {
+		return err
+	}
+	if err := <-readerDone; !errors.Is(err, errClientDone) {
+		return err
+	}
+	return nil
+}
+
+// errClientDone marks the client closing its side of a stream.
+var errClientDone = errors.New("client closed the stream")
+
+func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.PublishRequest, error), queue chan<- *pendingPublish) error {
+	producer, _, topics, err := p.clients()
+	if err != nil {
+		return err
+	}
+	for {
+		req, err := recv()
+		if errors.Is(err, io.EOF) {
+			return errClientDone
+		}
+		if err != nil {
+			return err
+		}
+		prep, err := p.prepare(ctx, req)
+		if err != nil {
+			// Earlier requests still get their responses; this error ends the stream after them.
+			pp := &pendingPublish{done: make(chan struct{})}
+			pp.fail(0, err)
+			close(pp.done)
+			select {
+			case queue <- pp:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+		n := len(prep.records)
+		pp := &pendingPublish{
+			prep:  prep,
+			start: time.Now(),
+			done:  make(chan struct{}),
+			resp:  &streamv1.PublishResponse{Sequence: req.GetSequence(), Acks: make([]*streamv1.RecordAck, n)},
+		}
+		pp.remaining.Store(int32(n))
+		acks := make([]streamv1.RecordAck, n)
+		for i, r := range prep.records {
+			producer.Produce(ctx, r, func(r *kgo.Record, err error) {
+				if err != nil {
+					pp.fail(i, produceError(topics, prep.topic, i, err))
+				} else {
+					acks[i].Partition, acks[i].Offset = r.Partition, r.Offset
+					pp.resp.Acks[i] = &acks[i]
+				}
+				if pp.remaining.Add(-1) == 0 {
+					close(pp.done)
+				}
+			})
+		}
+		select {
+		case queue <- pp:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+func (p *Plugin) publishWriter(ctx context.Context, queue <-chan *pendingPublish, send func(*streamv1.PublishResponse) error, cancel context.CancelCauseFunc) error {
+	for pp := range queue {
+		select {
+		case <-pp.done:
+		case <-ctx.Done():
+			// Records already handed over finish on their own; their promises need nothing from us.
+			return context.Cause(ctx)
+		}
+		if pp.err != nil {
+			if pp.prep != nil {
+				p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(pp.prep.records)))
+			}
+			cancel(pp.err)
+			return pp.err
+		}
+		p.observeProduce("PublishStream", pp.start, pp.prep)
+		if err := send(pp.resp); err != nil {
+			cancel(err)
+			return err
+		}
+	}
+	return nil
+}
