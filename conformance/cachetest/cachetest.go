@@ -73,37 +73,37 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	}
 	s := &suite{client: cachev1.NewCacheServiceClient(conn), opts: opts}
 	tests := []testCase{
-		{"get of a missing key is found=false without ttl", s.getMissing},
-		{"set then get returns the value", s.setGet},
-		{"values are binary safe and may be empty", s.binaryValues},
-		{"keys may hold any characters", s.oddKeys},
-		{"namespaces keep the same key apart", s.namespaceIsolation},
-		{"set with ttl reports the remaining ttl", s.setTTL},
-		{"set without ttl clears an old expiry", s.setClearsTTL},
-		{"keep_ttl keeps the expiry of an existing key", s.keepTTL},
-		{"if_absent writes only a missing key", s.ifAbsent},
-		{"if_present writes only an existing key", s.ifPresent},
-		{"a key expires after its ttl", s.expires},
-		{"delete counts the keys that existed", s.deleteCounts},
-		{"mget returns entries in request order", s.mgetOrder},
-		{"mget spans many keys", s.mgetMany},
-		{"mset gives each entry its own ttl", s.msetTTLs},
-		{"mset lets the last of a repeated key win", s.msetRepeats},
-		{"expire sets, changes and removes a ttl", s.expire},
-		{"expire of a missing key is found=false", s.expireMissing},
-		{"requests outside the limits are invalid", s.limits},
-		{"values at the limits are accepted", s.atLimits},
+		{"get of a missing key is found=false without ttl", testGetMissing},
+		{"set then get returns the value", testSetGet},
+		{"values are binary safe and may be empty", testBinaryValues},
+		{"keys may hold any characters", testOddKeys},
+		{"namespaces keep the same key apart", testNamespaceIsolation},
+		{"set with ttl reports the remaining ttl", testSetTTL},
+		{"set without ttl clears an old expiry", testSetClearsTTL},
+		{"keep_ttl keeps the expiry of an existing key", testKeepTTL},
+		{"if_absent writes only a missing key", testIfAbsent},
+		{"if_present writes only an existing key", testIfPresent},
+		{"a key expires after its ttl", testExpires},
+		{"delete counts the keys that existed", testDeleteCounts},
+		{"mget returns entries in request order", testMgetOrder},
+		{"mget spans many keys", testMgetMany},
+		{"mset gives each entry its own ttl", testMsetTTLs},
+		{"mset lets the last of a repeated key win", testMsetRepeats},
+		{"expire sets, changes and removes a ttl", testExpire},
+		{"expire of a missing key is found=false", testExpireMissing},
+		{"requests outside the limits are invalid", testLimits},
+		{"values at the limits are accepted", testAtLimits},
 	}
 	if opts.Raw != nil {
 		tests = append(tests,
-			testCase{"a value set through the plugin is in the backend", s.interopPluginToBackend},
-			testCase{"a value written to the backend is read through the plugin", s.interopBackendToPlugin},
+			testCase{"a value set through the plugin is in the backend", testInteropPluginToBackend},
+			testCase{"a value written to the backend is read through the plugin", testInteropBackendToPlugin},
 		)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.run(t, Namespace(t))
+			tc.run(t, s, Namespace(t))
 		})
 	}
 }
@@ -118,7 +118,7 @@ func Namespace(tb testing.TB) string {
 
 type testCase struct {
 	name string
-	run  func(t *testing.T, ns string)
+	run  func(t *testing.T, s *suite, ns string)
 }
 
 type suite struct {
@@ -144,14 +144,14 @@ func (s *suite) get(t *testing.T, ns, key string) *cachev1.GetResponse {
 	return resp
 }
 
-func (s *suite) getMissing(t *testing.T, ns string) {
+func testGetMissing(t *testing.T, s *suite, ns string) {
 	resp := s.get(t, ns, "nothing-here")
 	assert.False(t, resp.GetFound())
 	assert.Empty(t, resp.GetValue())
 	assert.Nil(t, resp.GetTtl())
 }
 
-func (s *suite) setGet(t *testing.T, ns string) {
+func testSetGet(t *testing.T, s *suite, ns string) {
 	s.set(t, ns, "k", []byte("v1"), 0)
 	resp := s.get(t, ns, "k")
 	assert.True(t, resp.GetFound())
@@ -162,7 +162,7 @@ func (s *suite) setGet(t *testing.T, ns string) {
 	assert.Equal(t, []byte("v2"), s.get(t, ns, "k").GetValue(), "set overwrites")
 }
 
-func (s *suite) binaryValues(t *testing.T, ns string) {
+func testBinaryValues(t *testing.T, s *suite, ns string) {
 	bin := []byte{0, 1, 2, 0xff, '\r', '\n', 0, 'x'}
 	s.set(t, ns, "bin", bin, 0)
 	assert.Equal(t, bin, s.get(t, ns, "bin").GetValue())
@@ -173,7 +173,7 @@ func (s *suite) binaryValues(t *testing.T, ns string) {
 	assert.Empty(t, resp.GetValue())
 }
 
-func (s *suite) oddKeys(t *testing.T, ns string) {
+func testOddKeys(t *testing.T, s *suite, ns string) {
 	keys := []string{"a:b:c", "{tag}x", "with space", "ünïcødé", "*?[]", "a\x00b", strings.Repeat("k", 200)}
 	for i, k := range keys {
 		s.set(t, ns, k, []byte(strconv.Itoa(i)), 0)
@@ -183,7 +183,7 @@ func (s *suite) oddKeys(t *testing.T, ns string) {
 	}
 }
 
-func (s *suite) namespaceIsolation(t *testing.T, ns string) {
+func testNamespaceIsolation(t *testing.T, s *suite, ns string) {
 	other := Namespace(t)
 	s.set(t, ns, "same", []byte("one"), 0)
 	s.set(t, other, "same", []byte("two"), 0)
@@ -191,7 +191,7 @@ func (s *suite) namespaceIsolation(t *testing.T, ns string) {
 	assert.Equal(t, []byte("two"), s.get(t, other, "same").GetValue())
 }
 
-func (s *suite) setTTL(t *testing.T, ns string) {
+func testSetTTL(t *testing.T, s *suite, ns string) {
 	s.set(t, ns, "k", []byte("v"), time.Hour)
 	ttl := s.get(t, ns, "k").GetTtl()
 	require.NotNil(t, ttl)
@@ -199,7 +199,7 @@ func (s *suite) setTTL(t *testing.T, ns string) {
 	assert.Greater(t, ttl.AsDuration(), 59*time.Minute)
 }
 
-func (s *suite) setClearsTTL(t *testing.T, ns string) {
+func testSetClearsTTL(t *testing.T, s *suite, ns string) {
 	s.set(t, ns, "k", []byte("v"), time.Hour)
 	s.set(t, ns, "k", []byte("w"), 0)
 	resp := s.get(t, ns, "k")
@@ -207,7 +207,7 @@ func (s *suite) setClearsTTL(t *testing.T, ns string) {
 	assert.Nil(t, resp.GetTtl())
 }
 
-func (s *suite) keepTTL(t *testing.T, ns string) {
+func testKeepTTL(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	s.set(t, ns, "k", []byte("v"), time.Hour)
 	resp, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("w"), KeepTtl: true})
@@ -227,7 +227,7 @@ func (s *suite) keepTTL(t *testing.T, ns string) {
 	requireInvalid(t, err, "ttl", "keep_ttl")
 }
 
-func (s *suite) ifAbsent(t *testing.T, ns string) {
+func testIfAbsent(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	resp, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("first"),
 		Condition: cachev1.Condition_CONDITION_IF_ABSENT, Ttl: durationpb.New(time.Hour)})
@@ -244,7 +244,7 @@ func (s *suite) ifAbsent(t *testing.T, ns string) {
 	assert.NotNil(t, got.GetTtl(), "a refused write leaves the expiry alone")
 }
 
-func (s *suite) ifPresent(t *testing.T, ns string) {
+func testIfPresent(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	resp, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("x"),
 		Condition: cachev1.Condition_CONDITION_IF_PRESENT})
@@ -262,7 +262,7 @@ func (s *suite) ifPresent(t *testing.T, ns string) {
 	assert.NotNil(t, got.GetTtl())
 }
 
-func (s *suite) expires(t *testing.T, ns string) {
+func testExpires(t *testing.T, s *suite, ns string) {
 	s.set(t, ns, "short", []byte("v"), 150*time.Millisecond)
 	s.set(t, ns, "long", []byte("v"), time.Hour)
 	_, err := s.client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{
@@ -280,7 +280,7 @@ func (s *suite) expires(t *testing.T, ns string) {
 	}
 }
 
-func (s *suite) deleteCounts(t *testing.T, ns string) {
+func testDeleteCounts(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	for _, k := range []string{"a", "b", "c"} {
 		s.set(t, ns, k, []byte(k), 0)
@@ -297,7 +297,7 @@ func (s *suite) deleteCounts(t *testing.T, ns string) {
 	assert.Zero(t, resp.GetDeletedCount(), "deleting a missing key is not an error")
 }
 
-func (s *suite) mgetOrder(t *testing.T, ns string) {
+func testMgetOrder(t *testing.T, s *suite, ns string) {
 	s.set(t, ns, "one", []byte("1"), 0)
 	s.set(t, ns, "three", []byte("3"), 0)
 	s.set(t, ns, "empty", nil, 0)
@@ -316,7 +316,7 @@ func (s *suite) mgetOrder(t *testing.T, ns string) {
 	}
 }
 
-func (s *suite) mgetMany(t *testing.T, ns string) {
+func testMgetMany(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	n := min(300, s.opts.Limits.MaxKeysPerCall)
 	var entries []*cachev1.MSetEntry
@@ -347,7 +347,7 @@ func (s *suite) mgetMany(t *testing.T, ns string) {
 	assert.Equal(t, int64(len(entries)), del.GetDeletedCount())
 }
 
-func (s *suite) msetTTLs(t *testing.T, ns string) {
+func testMsetTTLs(t *testing.T, s *suite, ns string) {
 	s.set(t, ns, "had-ttl", []byte("old"), time.Hour)
 	_, err := s.client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{
 		{Key: "hour", Value: []byte("h"), Ttl: durationpb.New(time.Hour)},
@@ -369,7 +369,7 @@ func (s *suite) msetTTLs(t *testing.T, ns string) {
 	assert.Nil(t, replaced.GetTtl(), "an entry without ttl clears the old expiry")
 }
 
-func (s *suite) msetRepeats(t *testing.T, ns string) {
+func testMsetRepeats(t *testing.T, s *suite, ns string) {
 	_, err := s.client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{
 		{Key: "k", Value: []byte("first")},
 		{Key: "other", Value: []byte("o")},
@@ -379,7 +379,7 @@ func (s *suite) msetRepeats(t *testing.T, ns string) {
 	assert.Equal(t, []byte("last"), s.get(t, ns, "k").GetValue())
 }
 
-func (s *suite) expire(t *testing.T, ns string) {
+func testExpire(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	s.set(t, ns, "k", []byte("v"), 0)
 	resp, err := s.client.Expire(ctx, &cachev1.ExpireRequest{Namespace: ns, Key: "k", Ttl: durationpb.New(time.Hour)})
@@ -414,7 +414,7 @@ func (s *suite) expire(t *testing.T, ns string) {
 		10*time.Second, 20*time.Millisecond, "key given a 100ms ttl by expire never expired")
 }
 
-func (s *suite) expireMissing(t *testing.T, ns string) {
+func testExpireMissing(t *testing.T, s *suite, ns string) {
 	for _, ttl := range []*durationpb.Duration{nil, durationpb.New(time.Minute)} {
 		resp, err := s.client.Expire(t.Context(), &cachev1.ExpireRequest{Namespace: ns, Key: "missing", Ttl: ttl})
 		require.NoError(t, err)
@@ -434,7 +434,7 @@ func requireInvalid(t *testing.T, err error, want ...string) {
 	}
 }
 
-func (s *suite) limits(t *testing.T, ns string) {
+func testLimits(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	lim := s.opts.Limits
 	longKey := strings.Repeat("k", lim.MaxKeyBytes+1)
@@ -553,7 +553,7 @@ func (s *suite) limits(t *testing.T, ns string) {
 	}
 }
 
-func (s *suite) atLimits(t *testing.T, ns string) {
+func testAtLimits(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	lim := s.opts.Limits
 	key := strings.Repeat("k", lim.MaxKeyBytes)
@@ -573,7 +573,7 @@ func (s *suite) atLimits(t *testing.T, ns string) {
 	assert.False(t, s.get(t, ns, key).GetFound())
 }
 
-func (s *suite) interopPluginToBackend(t *testing.T, ns string) {
+func testInteropPluginToBackend(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	s.set(t, ns, "from-plugin", []byte("hello from the plugin"), time.Hour)
 	got, found, err := s.opts.Raw.Get(ctx, ns, "from-plugin")
@@ -602,7 +602,7 @@ func (s *suite) interopPluginToBackend(t *testing.T, ns string) {
 	assert.False(t, found, "delete removed the key from the backend")
 }
 
-func (s *suite) interopBackendToPlugin(t *testing.T, ns string) {
+func testInteropBackendToPlugin(t *testing.T, s *suite, ns string) {
 	ctx := t.Context()
 	require.NoError(t, s.opts.Raw.Set(ctx, ns, "from-backend", []byte("hello from the backend")))
 	require.NoError(t, s.opts.Raw.Set(ctx, ns, "second", []byte("two")))

@@ -1,9 +1,12 @@
 // Command bench compares the redis plugin with direct go-redis on the same Redis: Get and Set of
-// 1 KiB values at concurrency 1 and 32, and MGet of 100 keys against one MGET. It runs the plugin
-// in this process on a loopback port, talks to it over real gRPC, prints p50/p99 latency and
+// 1 KiB values at concurrency 1 and 32, and MGet of 100 keys against one MGET, plus a reference
+// row for the bare gRPC hop (a health check). It starts the plugin in a process of its own (this
+// binary run again) on a loopback port, talks to it over real gRPC, prints p50/p99 latency and
 // throughput ratios, and never fails on the numbers (it exits non-zero only if it cannot run).
 //
-//	go run ./redis/bench [-duration 3s] [-warmup 500ms]
+//	go run ./redis/bench [-duration 3s] [-warmup 500ms] [-inprocess] [-only Get] [-conc 32]
+//
+// Variables such as PRISM_BACKEND_AUTO_PIPELINE=true reach the plugin.
 //
 // Redis comes from PRISM_TEST_REDIS_ADDR (default 127.0.0.1:6379) with the ACL user prism/prism.
 package main
@@ -14,13 +17,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -43,11 +49,15 @@ const (
 )
 
 func main() {
+	if os.Getenv(pluginProcessEnv) != "" {
+		os.Exit(core.Run(nil, rediscache.New()))
+	}
 	duration := flag.Duration("duration", 3*time.Second, "measured time per case")
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "unmeasured time before each case")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	only := flag.String("only", "", "run only the cases whose name starts with this")
 	conc := flag.Int("conc", 0, "run only this concurrency (default: 1 and 32)")
+	inProcess := flag.Bool("inprocess", false, "serve the plugin inside the benchmark's process")
 	flag.Parse()
 	onlyCase, onlyConc = *only, *conc
 	if *cpuProfile != "" {
@@ -62,7 +72,7 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*duration, *warmup); err != nil {
+	if err := run(*duration, *warmup, *inProcess); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -75,7 +85,7 @@ var onlyCase string
 // onlyConc limits the run to one concurrency (-conc).
 var onlyConc int
 
-func run(duration, warmup time.Duration) error {
+func run(duration, warmup time.Duration, inProcess bool) error {
 	addr := os.Getenv("PRISM_TEST_REDIS_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:6379"
@@ -83,15 +93,16 @@ func run(duration, warmup time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	conn, stop, err := startPlugin(ctx, addr)
+	conn, stop, err := startPlugin(ctx, addr, inProcess)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	plugin := cachev1.NewCacheServiceClient(conn)
+	health := healthpb.NewHealthClient(conn)
 
 	direct := redis.NewClient(&redis.Options{Addr: addr, Username: "prism", Password: "prism", PoolSize: 64})
-	defer direct.Close()
+	defer func() { _ = direct.Close() }()
 	if err := direct.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("ping redis at %s: %w", addr, err)
 	}
@@ -142,6 +153,17 @@ func run(duration, warmup time.Duration) error {
 			},
 		},
 		{
+			// Reference: the bare gRPC round trip to the plugin (no Redis), against a direct GET.
+			name: "ref: health hop",
+			direct: func(ctx context.Context, i int) error {
+				return direct.Get(ctx, redisKey(keys[i%keyCount])).Err()
+			},
+			proxy: func(ctx context.Context, _ int) error {
+				_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+				return err
+			},
+		},
+		{
 			name: "MGet 100x1KiB",
 			direct: func(ctx context.Context, _ int) error {
 				return direct.MGet(ctx, mgetRedis...).Err()
@@ -153,10 +175,14 @@ func run(duration, warmup time.Duration) error {
 		},
 	}
 
-	fmt.Printf("redis plugin vs direct go-redis: Redis %s, GOMAXPROCS %d, %s per case (plugin in-process, gRPC over loopback)\n\n",
-		addr, runtime.GOMAXPROCS(0), duration)
+	where := "its own process"
+	if inProcess {
+		where = "this process"
+	}
+	fmt.Printf("redis plugin vs direct go-redis: Redis %s, %d CPUs, load average %s, %s per side per case,\nplugin in %s, gRPC over loopback, 1 KiB values\n\n",
+		addr, runtime.NumCPU(), loadAverage(), duration, where)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tconc\tdirect ops/s\tplugin ops/s\tratio\tdirect p50\tplugin p50\tadded p50\tdirect p99\tplugin p99\t")
+	_, _ = fmt.Fprintln(tw, "case\tconc\tdirect ops/s\tplugin ops/s\tratio\tdirect p50\tplugin p50\tadded p50\tdirect p99\tplugin p99\t")
 	for _, c := range cases {
 		if !strings.HasPrefix(c.name, onlyCase) {
 			continue
@@ -169,7 +195,7 @@ func run(duration, warmup time.Duration) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", c.name, conc, d.throughput, p.throughput,
+			_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", c.name, conc, d.throughput, p.throughput,
 				p.throughput/d.throughput, us(d.p50), us(p.p50), us(p.p50-d.p50), us(d.p99), us(p.p99))
 		}
 	}
@@ -182,40 +208,80 @@ func run(duration, warmup time.Duration) error {
 
 func redisKey(key string) string { return "prism:" + namespace + ":" + key }
 
-// startPlugin runs the redis plugin in this process on a free loopback port.
-func startPlugin(ctx context.Context, addr string) (*grpc.ClientConn, func(), error) {
-	env := map[string]string{
-		"REDIS_ADDRESS":            addr,
+// pluginProcessEnv marks the child process that serves the plugin (see startPlugin).
+const pluginProcessEnv = "PRISM_BENCH_PLUGIN_PROCESS"
+
+// pluginEnv is the plugin's configuration for the benchmark; the process environment can tune
+// it further (e.g. PRISM_BACKEND_AUTO_PIPELINE=true).
+func pluginEnv(redisAddr, port string) map[string]string {
+	return map[string]string{
+		"REDIS_ADDRESS":            redisAddr,
 		"REDIS_USERNAME":           "prism",
 		"REDIS_PASSWORD":           "prism",
 		"PRISM_CONTROL_PLANE_HOST": "127.0.0.1",
-		"PRISM_CONTROL_PLANE_PORT": "0",
+		"PRISM_CONTROL_PLANE_PORT": port,
 		"PRISM_METRICS_ENABLED":    "false",
 		"PRISM_LOG_LEVEL":          "warn",
 	}
-	// The process environment can tune the plugin (e.g. PRISM_BACKEND_AUTO_PIPELINE=true).
-	lookup := func(name string) (string, bool) {
-		if v, ok := os.LookupEnv(name); ok {
-			return v, true
+}
+
+// startPlugin runs the redis plugin on a free loopback port: by default in a process of its own
+// (this binary started again), as it is deployed, so the plugin and the benchmark's client do not
+// share a Go scheduler; with -inprocess inside this process.
+func startPlugin(ctx context.Context, redisAddr string, inProcess bool) (*grpc.ClientConn, func(), error) {
+	var target string
+	var stop func()
+	if inProcess {
+		env := pluginEnv(redisAddr, "0")
+		lookup := func(name string) (string, bool) {
+			if v, ok := os.LookupEnv(name); ok {
+				return v, true
+			}
+			v, ok := env[name]
+			return v, ok
 		}
-		v, ok := env[name]
-		return v, ok
+		srv, err := core.New(ctx, rediscache.New(), core.Options{Source: config.Source{LookupEnv: lookup}, LogOutput: io.Discard})
+		if err != nil {
+			return nil, nil, fmt.Errorf("start plugin: %w", err)
+		}
+		serveCtx, cancelServe := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = srv.Serve(serveCtx)
+		}()
+		target = srv.Addr().String()
+		stop = func() {
+			cancelServe()
+			<-done
+		}
+	} else {
+		port, err := freePort()
+		if err != nil {
+			return nil, nil, err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return nil, nil, fmt.Errorf("find this binary: %w", err)
+		}
+		cmd := exec.CommandContext(ctx, self) //nolint:gosec // this very binary, run again as the plugin
+		cmd.Env = append(os.Environ(), pluginProcessEnv+"=1")
+		for k, v := range pluginEnv(redisAddr, port) {
+			if _, set := os.LookupEnv(k); !set {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return nil, nil, fmt.Errorf("start plugin process: %w", err)
+		}
+		target = net.JoinHostPort("127.0.0.1", port)
+		stop = func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}
 	}
-	srv, err := core.New(ctx, rediscache.New(), core.Options{Source: config.Source{LookupEnv: lookup}, LogOutput: io.Discard})
-	if err != nil {
-		return nil, nil, fmt.Errorf("start plugin: %w", err)
-	}
-	serveCtx, cancelServe := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(serveCtx)
-	}()
-	stop := func() {
-		cancelServe()
-		<-done
-	}
-	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("dial plugin: %w", err)
@@ -230,11 +296,34 @@ func startPlugin(ctx context.Context, addr string) (*grpc.ClientConn, func(), er
 		if time.Now().After(deadline) {
 			_ = conn.Close()
 			stop()
-			return nil, nil, fmt.Errorf("plugin not serving after 15s (is Redis at %s up? run make services)", addr)
+			return nil, nil, fmt.Errorf("plugin not serving after 15s (is Redis at %s up? run make services)", redisAddr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return conn, func() { _ = conn.Close(); stop() }, nil
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer func() { _ = l.Close() }()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	return port, err
+}
+
+// loadAverage is the 1-minute load average, to read the numbers against.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return "unknown"
+	}
+	return fields[0]
 }
 
 type result struct {

@@ -216,9 +216,9 @@ func TestDefaultTTLAndJitter(t *testing.T) {
 
 func TestKeyPrefix(t *testing.T) {
 	addr := testsvc.RedisAddr(t)
-	ctx := t.Context()
 
 	t.Run("keys are stored under the configured prefix", func(t *testing.T) {
+		ctx := t.Context()
 		r := startRedisCache(t, []string{addr}, "backend:\n  key_prefix: \"prism:custom.\"\n")
 		client := cachev1.NewCacheServiceClient(r.Conn)
 		ns := cachetest.Namespace(t)
@@ -232,7 +232,7 @@ func TestKeyPrefix(t *testing.T) {
 	t.Run("a prefix outside the ACL user's keys is refused", func(t *testing.T) {
 		r := startRedisCache(t, []string{addr}, "backend:\n  key_prefix: \"elsewhere:\"\n")
 		client := cachev1.NewCacheServiceClient(r.Conn)
-		_, err := client.Get(ctx, &cachev1.GetRequest{Namespace: "ns", Key: "k"})
+		_, err := client.Get(t.Context(), &cachev1.GetRequest{Namespace: "ns", Key: "k"})
 		require.Error(t, err)
 		assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 		assert.Contains(t, status.Convert(err).Message(), "key_prefix")
@@ -310,7 +310,7 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	text := string(body)

@@ -304,7 +304,7 @@ func expiry(ttl time.Duration, jitterPercent int) time.Duration {
 	ms := int64((ttl + time.Millisecond - 1) / time.Millisecond)
 	if jitterPercent > 0 {
 		spread := float64(ms) * float64(jitterPercent) / 100
-		ms += int64((rand.Float64()*2 - 1) * spread)
+		ms += int64((rand.Float64()*2 - 1) * spread) //nolint:gosec // jitter needs spread, not secrecy
 		ms = max(ms, 1)
 	}
 	return time.Duration(ms) * time.Millisecond
