@@ -206,6 +206,10 @@ func (sb *Subscriber) Next(t *testing.T, n int) []*streamv1.Message {
 	return out
 }
 
+// Messages is the channel the stream's messages arrive on, for tests that read several
+// subscribers at once.
+func (sb *Subscriber) Messages() <-chan *streamv1.Message { return sb.msgs }
+
 // None asserts that no message arrives within d. It can only miss a bug on a slow machine, never
 // fail a correct plugin.
 func (sb *Subscriber) None(t *testing.T, d time.Duration) {

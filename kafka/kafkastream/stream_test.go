@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -58,13 +57,33 @@ func uniqueName(prefix string) string {
 func newTopic(t testing.TB, adm *kadm.Client, partitions int) string {
 	t.Helper()
 	name := uniqueName("prism-test-")
+	createTopic(t, adm, name, partitions)
+	return name
+}
+
+// createTopic creates a topic, waits until every partition has a leader, and deletes it at the end.
+func createTopic(t testing.TB, adm *kadm.Client, name string, partitions int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, name)
 	require.NoError(t, err)
 	require.NoError(t, resp.Err)
-	// The broker answers CreateTopics before every partition has a leader; wait for that.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = adm.DeleteTopics(ctx, name)
+	})
+	waitTopic(t, adm, name, partitions)
+}
+
+// waitTopic waits until the topic has the given partitions, each with a leader: the broker answers
+// CreateTopics before that.
+func waitTopic(t testing.TB, adm *kadm.Client, name string, partitions int) {
+	t.Helper()
 	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		details, err := adm.ListTopics(ctx, name)
 		if err != nil || details[name].Err != nil || len(details[name].Partitions) != partitions {
 			return false
@@ -76,12 +95,6 @@ func newTopic(t testing.TB, adm *kadm.Client, partitions int) string {
 		}
 		return true
 	}, 20*time.Second, 20*time.Millisecond, "topic %s did not become ready", name)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, _ = adm.DeleteTopics(ctx, name)
-	})
-	return name
 }
 
 func TestConformance(t *testing.T) {
@@ -95,5 +108,3 @@ func TestConformance(t *testing.T) {
 func client(r *coretest.Running) streamv1.StreamServiceClient {
 	return streamv1.NewStreamServiceClient(r.Conn)
 }
-
-var _ = fmt.Sprintf

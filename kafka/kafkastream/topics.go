@@ -110,7 +110,19 @@ func (t *topics) partitions(ctx context.Context, field, topic string) (int32, er
 	if err := t.create(ctx, topic); err != nil {
 		return 0, err
 	}
-	return t.lookup(ctx, topic)
+	// The brokers answer CreateTopics before the new topic shows in metadata everywhere.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := t.lookup(ctx, topic)
+		if err == nil || !errors.Is(err, apierr.ErrNotFound) || time.Now().After(deadline) {
+			return n, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // lookup asks the brokers about one topic and caches the answer.
