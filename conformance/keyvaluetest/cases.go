@@ -17,7 +17,8 @@ import (
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
-func testPutGet(t *testing.T, s *suite, ns string) {
+func testPutGet(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	resp := s.put(t, ns, "user-1", items("b", "2", "a", "1", "c", "")...)
 	for i, want := range []string{"b", "a", "c"} {
 		assert.Equal(t, want, string(resp.GetVersions()[i].GetKey()), "versions follow request order")
@@ -46,7 +47,8 @@ func testPutGet(t *testing.T, s *suite, ns string) {
 	assert.Empty(t, s.getAll(t, s.namespace(t), "user-1"))
 }
 
-func testGetMissing(t *testing.T, s *suite, ns string) {
+func testGetMissing(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	got, err := s.client.Get(ctxOf(t), &keyvaluev1.GetRequest{Namespace: ns, Id: "nobody"})
 	require.NoError(t, err)
 	assert.False(t, got.GetFound())
@@ -59,7 +61,8 @@ func testGetMissing(t *testing.T, s *suite, ns string) {
 	assert.False(t, got.GetFound(), "found is about matching items")
 }
 
-func testBinaryKeys(t *testing.T, s *suite, ns string) {
+func testBinaryKeys(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	keys := [][]byte{{0xff}, {0x00}, {0x00, 0x00}, {0x7f, 0xff}, []byte("'; DROP TABLE prism_kv_items; --"), []byte("%_*\\")}
 	var its []*keyvaluev1.PutItem
 	for _, k := range keys {
@@ -83,7 +86,8 @@ func testBinaryKeys(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, id, sc.GetRecords()[0].GetId())
 }
 
-func testVersions(t *testing.T, s *suite, ns string) {
+func testVersions(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	v1 := s.put(t, ns, "r", items("k", "1")...).GetVersions()[0].GetVersion()
 	v2 := s.put(t, ns, "r", items("k", "2")...).GetVersions()[0].GetVersion()
 	assert.Greater(t, v2, v1)
@@ -104,7 +108,8 @@ func apc(key string) *keyvaluev1.Precondition {
 	return &keyvaluev1.Precondition{Key: []byte(key), Condition: &keyvaluev1.Precondition_Absent{Absent: true}}
 }
 
-func testVersionPrecondition(t *testing.T, s *suite, ns string) {
+func testVersionPrecondition(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	v := s.put(t, ns, "r", items("k", "1")...).GetVersions()[0].GetVersion()
 	_, err := s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("k", "2"), Preconditions: []*keyvaluev1.Precondition{vpc("k", v+1000)}})
 	st := requireCode(t, err, codes.Aborted)
@@ -126,7 +131,8 @@ func testVersionPrecondition(t *testing.T, s *suite, ns string) {
 	require.NoError(t, err)
 }
 
-func testAbsentPrecondition(t *testing.T, s *suite, ns string) {
+func testAbsentPrecondition(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	create := &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("k", "first"), Preconditions: []*keyvaluev1.Precondition{apc("k")}}
 	_, err := s.client.Put(ctxOf(t), create)
 	require.NoError(t, err)
@@ -142,7 +148,8 @@ func testAbsentPrecondition(t *testing.T, s *suite, ns string) {
 	require.NoError(t, err, "absent holds again after a delete")
 }
 
-func testPreconditionAtomic(t *testing.T, s *suite, ns string) {
+func testPreconditionAtomic(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	v := s.put(t, ns, "r", items("a", "1", "b", "1")...).GetVersions()
 	_, err := s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{
 		Namespace: ns, Id: "r", Items: items("a", "2", "b", "2", "c", "2"),
@@ -156,7 +163,8 @@ func testPreconditionAtomic(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, v[0].GetVersion(), got["a"].GetVersion())
 }
 
-func testDelete(t *testing.T, s *suite, ns string) {
+func testDelete(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	s.put(t, ns, "r", items("a", "1", "b", "2", "c", "3")...)
 	s.put(t, ns, "keep", items("a", "1")...)
 	resp, err := s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Keys: [][]byte{[]byte("a"), []byte("zz")}})
@@ -175,7 +183,8 @@ func testDelete(t *testing.T, s *suite, ns string) {
 	assert.Zero(t, resp.GetDeletedCount())
 }
 
-func testDeletePrecondition(t *testing.T, s *suite, ns string) {
+func testDeletePrecondition(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	v := s.put(t, ns, "r", items("a", "1", "b", "2")...).GetVersions()
 	_, err := s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Preconditions: []*keyvaluev1.Precondition{vpc("a", v[0].GetVersion()+1)}})
 	requireCode(t, err, codes.Aborted)
@@ -187,7 +196,8 @@ func testDeletePrecondition(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, int64(1), resp.GetDeletedCount())
 }
 
-func testPutIdempotency(t *testing.T, s *suite, ns string) {
+func testPutIdempotency(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	req := &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("a", "1", "b", "1"), IdempotencyToken: "tok-1"}
 	first, err := s.client.Put(ctxOf(t), req)
 	require.NoError(t, err)
@@ -223,7 +233,8 @@ func testPutIdempotency(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, results[0], s.getAll(t, ns, "r2")["k"].GetVersion())
 }
 
-func testDeleteIdempotency(t *testing.T, s *suite, ns string) {
+func testDeleteIdempotency(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	s.put(t, ns, "r", items("a", "1", "b", "2")...)
 	req := &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Keys: [][]byte{[]byte("a"), []byte("b")}, IdempotencyToken: "del-1"}
 	first, err := s.client.Delete(ctxOf(t), req)
@@ -236,7 +247,8 @@ func testDeleteIdempotency(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, "back", string(s.getAll(t, ns, "r")["a"].GetValue()), "the retry deleted nothing")
 }
 
-func testTokenScope(t *testing.T, s *suite, ns string) {
+func testTokenScope(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	req := &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("a", "1"), IdempotencyToken: "shared"}
 	_, err := s.client.Put(ctxOf(t), req)
 	require.NoError(t, err)
@@ -263,7 +275,8 @@ func testTokenScope(t *testing.T, s *suite, ns string) {
 	require.NoError(t, err, "a token whose call failed can be used again")
 }
 
-func testTTL(t *testing.T, s *suite, ns string) {
+func testTTL(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	short := s.opts.ShortTTL
 	before := time.Now()
 	s.put(t, ns, "r",
@@ -298,7 +311,8 @@ func testTTL(t *testing.T, s *suite, ns string) {
 	assert.Nil(t, s.getAll(t, ns, "r")["long"].GetExpireTime())
 }
 
-func testGetPagination(t *testing.T, s *suite, ns string) {
+func testGetPagination(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	var its []*keyvaluev1.PutItem
 	for i := range 25 {
 		its = append(its, &keyvaluev1.PutItem{Key: fmt.Appendf(nil, "k%03d", i), Value: []byte("v")})
@@ -378,7 +392,8 @@ func (s *suite) scanAll(t *testing.T, req *keyvaluev1.ScanRequest, seen func(id 
 	}
 }
 
-func testScanPagination(t *testing.T, s *suite, ns string) {
+func testScanPagination(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	want := map[string]bool{}
 	for r := range 7 {
 		id := fmt.Sprintf("rec-%02d", r)
@@ -413,7 +428,8 @@ func testScanPagination(t *testing.T, s *suite, ns string) {
 	assert.Empty(t, resp.GetNextPageToken())
 }
 
-func testScanMaxBytes(t *testing.T, s *suite, ns string) {
+func testScanMaxBytes(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	value := bytes.Repeat([]byte("x"), 1000)
 	var its []*keyvaluev1.PutItem
 	for k := range 10 {
@@ -438,7 +454,8 @@ func testScanMaxBytes(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, 10, count)
 }
 
-func testScanPrefix(t *testing.T, s *suite, ns string) {
+func testScanPrefix(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	for _, id := range []string{"a", "ab", "abc", "abd", "ac", "b", "ab\u00ff", "ab\U0010ffff"} {
 		s.put(t, ns, id, items("k", id)...)
 	}
@@ -449,7 +466,8 @@ func testScanPrefix(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, []string{"ab", "abc", "abd", "ab\u00ff", "ab\U0010ffff"}, ids)
 }
 
-func testTamperedTokens(t *testing.T, s *suite, ns string) {
+func testTamperedTokens(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	var its []*keyvaluev1.PutItem
 	for k := range 5 {
 		its = append(its, &keyvaluev1.PutItem{Key: fmt.Appendf(nil, "k%d", k), Value: []byte("v")})
@@ -530,7 +548,8 @@ func testTamperedTokens(t *testing.T, s *suite, ns string) {
 	require.NoError(t, err)
 }
 
-func testScanConcurrentWrites(t *testing.T, s *suite, ns string) {
+func testScanConcurrentWrites(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	// Stable items exist before the scan starts and are only ever overwritten, never deleted.
 	stable := map[string]bool{}
 	for r := range 20 {
@@ -546,6 +565,7 @@ func testScanConcurrentWrites(t *testing.T, s *suite, ns string) {
 	stop := make(chan struct{})
 	var writes atomic.Int64
 	var wg sync.WaitGroup
+	writeErrs := make(chan error, 4)
 	for w := range 4 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
@@ -560,13 +580,19 @@ func testScanConcurrentWrites(t *testing.T, s *suite, ns string) {
 					{Key: fmt.Appendf(nil, "s%d", i%5), Value: fmt.Appendf(nil, "%d", i)},
 					{Key: fmt.Appendf(nil, "t%d-%d", w, i), Value: []byte("t")},
 				}})
-				assert.NoError(t, err)
-				_, err = s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{Namespace: ns, Id: fmt.Sprintf("%s-x%d", id, w), Items: items("x", "x")})
-				assert.NoError(t, err)
-				_, err = s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: id, Keys: [][]byte{fmt.Appendf(nil, "t%d-%d", w, i-1)}})
-				assert.NoError(t, err)
-				_, err = s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: fmt.Sprintf("%s-x%d", id, w)})
-				assert.NoError(t, err)
+				if err == nil {
+					_, err = s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{Namespace: ns, Id: fmt.Sprintf("%s-x%d", id, w), Items: items("x", "x")})
+				}
+				if err == nil {
+					_, err = s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: id, Keys: [][]byte{fmt.Appendf(nil, "t%d-%d", w, i-1)}})
+				}
+				if err == nil {
+					_, err = s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: fmt.Sprintf("%s-x%d", id, w)})
+				}
+				if err != nil {
+					writeErrs <- err
+					return
+				}
 				writes.Add(1)
 			}
 		})
@@ -579,6 +605,10 @@ func testScanConcurrentWrites(t *testing.T, s *suite, ns string) {
 	})
 	close(stop)
 	wg.Wait()
+	close(writeErrs)
+	for err := range writeErrs {
+		require.NoError(t, err, "a concurrent writer failed")
+	}
 	for k := range stable {
 		assert.Equal(t, 1, got[k], "stable item %s seen once", k)
 	}
@@ -587,7 +617,8 @@ func testScanConcurrentWrites(t *testing.T, s *suite, ns string) {
 	}
 }
 
-func testRace(t *testing.T, s *suite, ns string) {
+func testRace(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	const id = "contended"
 	var version int64 // 0: the item does not exist yet, so the race is on "absent"
 	for round := range s.opts.Rounds {
@@ -624,7 +655,8 @@ func testRace(t *testing.T, s *suite, ns string) {
 	}
 }
 
-func testLargeValue(t *testing.T, s *suite, ns string) {
+func testLargeValue(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	l := s.opts.Limits
 	value := bytes.Repeat([]byte{0xab}, l.MaxValueBytes)
 	key := bytes.Repeat([]byte{'k'}, l.MaxKeyBytes)
@@ -635,7 +667,8 @@ func testLargeValue(t *testing.T, s *suite, ns string) {
 	assert.True(t, bytes.Equal(value, got[string(key)].GetValue()))
 }
 
-func testInvalid(t *testing.T, s *suite, ns string) {
+func testInvalid(c testCase) {
+	t, s, ns := c.t, c.s, c.ns
 	l := s.opts.Limits
 	one := items("k", "v")
 	tooMany := make([]*keyvaluev1.PutItem, l.MaxItemsPerRequest+1)

@@ -81,7 +81,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	s := &suite{client: keyvaluev1.NewKeyValueServiceClient(conn), opts: opts.withDefaults()}
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s *suite, ns string)
+		fn   func(c testCase)
 	}{
 		{"put then get returns items sorted by key with versions", testPutGet},
 		{"get of a missing record or keys is not an error", testGetMissing},
@@ -109,9 +109,16 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.fn(t, s, s.namespace(t))
+			tc.fn(testCase{t: t, s: s, ns: s.namespace(t)})
 		})
 	}
+}
+
+// testCase is what one test of the suite runs with: its own *testing.T and a fresh namespace.
+type testCase struct {
+	t  *testing.T
+	s  *suite
+	ns string
 }
 
 type suite struct {
@@ -129,6 +136,7 @@ func (s *suite) namespace(tb testing.TB) string {
 }
 
 func ctxOf(t *testing.T) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

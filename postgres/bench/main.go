@@ -22,6 +22,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -45,7 +46,7 @@ const namespace = "bench"
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
+		_, _ = fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
@@ -73,6 +74,7 @@ func run() error {
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "unmeasured time before each case")
 	records := flag.Int("records", 1000, "records preloaded (one 1 KiB item each)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	traceFile := flag.String("trace", "", "write a runtime execution trace of the whole run to this file")
 	conns := flag.Int("conns", 1, "gRPC client connections the workers share round-robin")
 	only := flag.String("only", "", "run only cases whose op/conc/path contains this, e.g. get/32/plugin")
 	flag.Parse()
@@ -87,10 +89,21 @@ func run() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return fmt.Errorf("create trace: %w", err)
+		}
+		defer func() { _ = f.Close() }()
+		if err := trace.Start(f); err != nil {
+			return fmt.Errorf("start trace: %w", err)
+		}
+		defer trace.Stop()
+	}
 
 	base := os.Getenv("PRISM_TEST_POSTGRES_URL")
 	if base == "" {
-		base = "postgres://prism:prism@127.0.0.1:5432/prism"
+		base = "postgres://prism:prism@127.0.0.1:5432/prism" //nolint:gosec // the documented local test service
 	}
 	ctx := context.Background()
 	dbURL, drop, err := createDatabase(ctx, base)
@@ -109,7 +122,9 @@ func run() error {
 	go func() { served <- srv.Serve(serveCtx) }()
 	defer func() {
 		stop()
-		<-served
+		if err := <-served; err != nil {
+			_, _ = fmt.Fprintln(os.Stderr, "bench: plugin stopped with:", err)
+		}
 	}()
 	clients := make([]keyvaluev1.KeyValueServiceClient, max(*conns, 1))
 	healths := make([]healthpb.HealthClient, len(clients))
@@ -292,19 +307,23 @@ func measure(ctx context.Context, fn func(context.Context, string) error, id fun
 
 func report(out io.Writer, results []result) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "op\tconc\tpath\tops/s\tp50\tp99\t")
+	_, _ = fmt.Fprintln(w, "op\tconc\tpath\tops/s\tp50\tp99\t")
 	find := map[string]result{}
 	for _, r := range results {
 		find[fmt.Sprintf("%s/%d/%s", r.op, r.conc, r.path)] = r
-		fmt.Fprintf(w, "%s\t%d\t%s\t%.0f\t%s\t%s\t\n", r.op, r.conc, r.path, r.throughput(), us(r.pct(0.5)), us(r.pct(0.99)))
+		_, _ = fmt.Fprintf(w, "%s\t%d\t%s\t%.0f\t%s\t%s\t\n", r.op, r.conc, r.path, r.throughput(), us(r.pct(0.5)), us(r.pct(0.99)))
 	}
 	_ = w.Flush()
-	fmt.Fprintln(out, "\nplugin vs direct (same SQL on a pgx pool, no gRPC):")
+	_, _ = fmt.Fprintln(out, "\nplugin vs direct (same SQL on a pgx pool, no gRPC):")
 	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "op\tconc\tthroughput ratio\tp50 added\tp99 added\ttarget\t")
+	_, _ = fmt.Fprintln(w, "op\tconc\tthroughput ratio\tp50 added\tp99 added\ttarget\t")
 	for _, op := range []string{"get", "put"} {
 		for _, conc := range []int{1, 32} {
-			pl, di := find[fmt.Sprintf("%s/%d/plugin", op, conc)], find[fmt.Sprintf("%s/%d/direct", op, conc)]
+			pl, okP := find[fmt.Sprintf("%s/%d/plugin", op, conc)]
+			di, okD := find[fmt.Sprintf("%s/%d/direct", op, conc)]
+			if !okP || !okD {
+				continue
+			}
 			target := "p50 added <= 120µs"
 			met := pl.pct(0.5)-di.pct(0.5) <= 120*time.Microsecond
 			if conc > 1 {
@@ -315,7 +334,7 @@ func report(out io.Writer, results []result) {
 			if !met {
 				verdict = "MISSED"
 			}
-			fmt.Fprintf(w, "%s\t%d\t%.2f\t%s\t%s\t%s: %s\t\n", op, conc, pl.throughput()/di.throughput(),
+			_, _ = fmt.Fprintf(w, "%s\t%d\t%.2f\t%s\t%s\t%s: %s\t\n", op, conc, pl.throughput()/di.throughput(),
 				us(pl.pct(0.5)-di.pct(0.5)), us(pl.pct(0.99)-di.pct(0.99)), target, verdict)
 		}
 	}
@@ -374,10 +393,11 @@ func createDatabase(ctx context.Context, base string) (string, func(), error) {
 	}
 	u.Path = "/" + name
 	drop := func() {
-		if _, err := admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintln(os.Stderr, "bench: drop database:", err)
+		ctx := context.WithoutCancel(ctx)
+		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			_, _ = fmt.Fprintln(os.Stderr, "bench: drop database:", err)
 		}
-		_ = admin.Close(context.Background())
+		_ = admin.Close(ctx)
 	}
 	return u.String(), drop, nil
 }

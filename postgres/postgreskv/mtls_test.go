@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,6 +248,25 @@ func TestBackendTLS(t *testing.T) {
 		putOne(t, kv(r), "ns", "r", "k", "v")
 		assert.False(t, r.Logs.Contains(s.pwPW))
 	})
+
+	accepted := []struct {
+		name string
+		yaml string
+	}{
+		{"verify-ca checks the chain but not the name", strings.Replace(
+			certYAML(fmt.Sprintf("postgres://%s@127.0.0.2:%d/kv_cert", s.certUser, s.port), s.caFile, s.clientCert, s.clientKey),
+			"verify-full", "verify-ca", 1)},
+		{"require encrypts without checking the server", fmt.Sprintf(
+			"backend:\n  database_url: %s\n  ssl_mode: require\n  tls_cert_file: %s\n  tls_key_file: %s\n", certURL, s.clientCert, s.clientKey)},
+	}
+	for _, tc := range accepted {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := run(t, tc.yaml)
+			r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, 30*time.Second)
+			putOne(t, kv(r), "ns", "r", "k", "v")
+		})
+	}
 
 	refused := []struct {
 		name string

@@ -116,24 +116,26 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 // Start implements core.Plugin. The pool connects lazily and the schema is migrated on the first
 // health check that reaches the database, so a database that is down or refuses the credentials
 // shows up in Health, not here.
-func (p *Plugin) Start(context.Context) error {
+func (p *Plugin) Start(ctx context.Context) error {
 	pc, err := p.backend.poolConfig()
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	// The pool and the purge outlive Start's context; Stop ends them.
+	ctx = context.WithoutCancel(ctx)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return fmt.Errorf("create postgres pool: %w", err)
 	}
 	p.mu.Lock()
 	p.pool = pool
 	p.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
+	bgCtx, cancel := context.WithCancel(ctx)
 	p.bgCancel = cancel
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
-		p.purgeLoop(ctx)
+		p.purgeLoop(bgCtx)
 	}()
 	return nil
 }

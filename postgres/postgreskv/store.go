@@ -581,10 +581,10 @@ func isCode(err error, code string) bool {
 // serialise unrelated records a little.
 func recordLockKey(ns, id string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte(ns))
-	h.Write([]byte{0})
-	h.Write([]byte(id))
-	return int64(h.Sum64()) //nolint:gosec // wrap-around is fine for a lock key
+	_, _ = h.Write([]byte(ns))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(id))
+	return int64(h.Sum64())
 }
 
 func putFingerprint(r PutRequest) []byte {
@@ -627,7 +627,7 @@ func writePreconditions(h hash.Hash, pcs []Precondition) {
 
 func writeInt(h hash.Hash, v int64) {
 	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(v)) //nolint:gosec // bit pattern only
+	binary.BigEndian.PutUint64(b[:], uint64(v))
 	h.Write(b[:])
 }
 

@@ -1,6 +1,7 @@
 package postgreskv
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -9,7 +10,7 @@ import (
 
 // loadCertPool reads a PEM bundle of CA certificates.
 func loadCertPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+	pem, err := os.ReadFile(path) //nolint:gosec // the operator names this file in the config
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)
 	}
@@ -21,18 +22,11 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 }
 
 // verifyChainOnly checks the server's chain against roots but not its name (sslmode=verify-ca).
-func verifyChainOnly(roots *x509.CertPool) func([][]byte, [][]*x509.Certificate) error {
-	return func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if len(raw) == 0 {
+func verifyChainOnly(roots *x509.CertPool) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		certs := cs.PeerCertificates
+		if len(certs) == 0 {
 			return errors.New("server sent no certificate")
-		}
-		certs := make([]*x509.Certificate, len(raw))
-		for i, der := range raw {
-			c, err := x509.ParseCertificate(der)
-			if err != nil {
-				return fmt.Errorf("parse server certificate: %w", err)
-			}
-			certs[i] = c
 		}
 		inter := x509.NewCertPool()
 		for _, c := range certs[1:] {
