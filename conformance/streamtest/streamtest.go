@@ -86,6 +86,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 		{"acked messages are not delivered again to the group", s.ackedNotRedelivered},
 		{"unacked messages go to the next subscriber in the group", s.unackedRedelivered},
 		{"nack redelivers with the next delivery attempt", s.nackRedelivers},
+		{"delivery attempts continue in the next subscriber", s.attemptsCarryOver},
 		{"flow control stops at max_outstanding_messages until an ack", s.flowMessages},
 		{"flow control stops at max_outstanding_bytes until an ack", s.flowBytes},
 		{"unknown and settled ack ids are reported as ignored", s.ignoredAcks},
@@ -664,7 +665,9 @@ func (s *suite) ackedNotRedelivered(t *testing.T) {
 	a.Close()
 	s.publishN(t, topic, 0, "second", 2)
 	b := Subscribe(t, s.client, s.sub(topic, group, streamv1.StartPosition_START_POSITION_EARLIEST))
-	assert.Equal(t, seq("second", 0, 2), values(b.Next(t, 2)), "acked messages must not come back")
+	fresh := b.Next(t, 2)
+	assert.Equal(t, seq("second", 0, 2), values(fresh), "acked messages must not come back")
+	assert.Equal(t, int32(1), fresh[0].GetDeliveryAttempt())
 }
 
 func (s *suite) unackedRedelivered(t *testing.T) {
@@ -681,7 +684,7 @@ func (s *suite) unackedRedelivered(t *testing.T) {
 	assert.Equal(t, seq("m", 2, 6), values(again))
 	assert.Equal(t, msgs[2].GetOffset(), again[0].GetOffset())
 	for _, m := range again {
-		assert.GreaterOrEqual(t, m.GetDeliveryAttempt(), int32(1))
+		assert.Equal(t, int32(2), m.GetDeliveryAttempt(), "a message delivered before is on its second attempt")
 	}
 	b.AckAll(t, again)
 }
@@ -706,6 +709,24 @@ func (s *suite) nackRedelivers(t *testing.T) {
 	assert.Equal(t, int32(3), third.GetDeliveryAttempt())
 	sb.Ack(t, third.GetAckId(), first[1].GetAckId())
 	sb.None(t, 300*time.Millisecond)
+}
+
+func (s *suite) attemptsCarryOver(t *testing.T) {
+	topic := s.opts.NewTopic(t, 1)
+	group := Group(t)
+	s.publishN(t, topic, 0, "c", 2)
+	a := Subscribe(t, s.client, s.sub(topic, group, streamv1.StartPosition_START_POSITION_EARLIEST))
+	msgs := a.Next(t, 2)
+	a.Nack(t, msgs[0].GetAckId())
+	second := a.Next(t, 1)[0]
+	require.Equal(t, int32(2), second.GetDeliveryAttempt())
+	a.Close()
+	b := Subscribe(t, s.client, s.sub(topic, group, streamv1.StartPosition_START_POSITION_EARLIEST))
+	again := b.Next(t, 2)
+	assert.Equal(t, seq("c", 0, 2), values(again))
+	assert.Equal(t, int32(3), again[0].GetDeliveryAttempt(), "two deliveries before, this is the third")
+	assert.Equal(t, int32(2), again[1].GetDeliveryAttempt())
+	b.AckAll(t, again)
 }
 
 func (s *suite) flowMessages(t *testing.T) {

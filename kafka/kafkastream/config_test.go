@@ -76,3 +76,24 @@ func TestAckIDs(t *testing.T) {
 		assert.False(t, ok, bad)
 	}
 }
+
+func TestCommitMetadata(t *testing.T) {
+	st := &partState{
+		commitNext: 10, deliveredEnd: 15,
+		prior:    map[int64]int32{9: 4, 12: 3},
+		inflight: map[int64]*delivery{10: {attempt: 2}, 11: {attempt: 1}, 13: {attempt: 5, acked: true}},
+	}
+	enc := st.encodeMeta()
+	assert.Equal(t, "prism1;15;10:2,12:3", enc)
+	meta, ok := parseCommitMeta(enc)
+	require.True(t, ok)
+	assert.Equal(t, commitMeta{deliveredEnd: 15, attempts: map[int64]int32{10: 2, 12: 3}}, meta)
+	next := &partState{deliveredEnd: meta.deliveredEnd, prior: meta.attempts}
+	assert.Equal(t, int32(2), next.priorAttempts(10))
+	assert.Equal(t, int32(1), next.priorAttempts(14))
+	assert.Equal(t, int32(0), next.priorAttempts(15))
+	for _, bad := range []string{"", "other", "prism1;", "prism1;x;", "prism1;5;1", "prism1;5;1:0"} {
+		_, ok := parseCommitMeta(bad)
+		assert.False(t, ok, bad)
+	}
+}

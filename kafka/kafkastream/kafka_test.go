@@ -190,6 +190,9 @@ func TestAcksSurvivePluginRestart(t *testing.T) {
 	b := streamtest.Subscribe(t, client(second), earliest(topic, group))
 	again := b.Next(t, 3)
 	assert.Equal(t, []string{"m3", "m4", "m5"}, valuesOf(again), "unacked messages come back; acked ones never do")
+	for _, m := range again {
+		assert.Equal(t, int32(2), m.GetDeliveryAttempt(), "offset %d", m.GetOffset())
+	}
 	b.AckAll(t, again)
 	b.Close()
 	require.NoError(t, second.Stop())
@@ -314,6 +317,7 @@ func TestRevokedPartitionsIgnoreAcks(t *testing.T) {
 	moved := b.Next(t, 2) // B only gets them once A gave up their partition
 	require.Equal(t, moved[0].GetPartition(), moved[1].GetPartition())
 	lost := moved[0].GetPartition()
+	assert.Equal(t, int32(2), moved[0].GetDeliveryAttempt(), "A delivered it once already")
 
 	a.AckAll(t, held)
 	var wantIgnored []string

@@ -56,6 +56,13 @@ type partState struct {
 	commitNext int64
 	committed  int64
 	hwm        int64
+	// deliveredEnd is one past the highest offset the group has delivered, as far as known;
+	// prior holds delivery counts above one that earlier members recorded. Both travel in the
+	// commit metadata so the next member continues the counts.
+	deliveredEnd int64
+	prior        map[int64]int32
+	metaVer      int
+	metaSaved    int
 }
 
 // subscription is one Subscribe stream: a consumer-group member whose deliveries are settled by
@@ -71,6 +78,8 @@ type subscription struct {
 	respMax  int
 	stream   string
 	client   *kgo.Client
+	// topicByID names topics in commit and offset-fetch messages that carry only topic IDs.
+	topicByID map[[16]byte]string
 
 	sendMu sync.Mutex
 	send   func(*streamv1.SubscribeResponse) error
@@ -86,6 +95,8 @@ type subscription struct {
 	wake        chan struct{}
 	pollCancel  context.CancelFunc
 	done        bool
+	// fetchedMeta keeps commit metadata read before the partition's state exists.
+	fetchedMeta map[topicPartition]commitMeta
 }
 
 // subscribe runs one Subscribe stream until the client ends it, the plugin drains, or an error.
@@ -127,6 +138,7 @@ func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.Subscribe
 		kgo.OnPartitionsAssigned(s.onAssigned),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onLost),
+		kgo.OnOffsetsFetched(s.onOffsetsFetched),
 	)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -187,13 +199,15 @@ func (p *Plugin) newSubscription(ctx context.Context, topics *topics, first *str
 		return nil, 0, apierr.Invalid("subscription.topics", "at most %d topics (limits.max_subscription_topics), got %d", limits.MaxSubscriptionTopics, len(names))
 	}
 	s := &subscription{
-		p:        p,
-		topicIdx: map[string]int{},
-		parts:    map[topicPartition]*partState{},
-		wake:     make(chan struct{}, 1),
-		epoch:    rand.Uint32() >> 1,
-		respMax:  limits.MaxResponseBytes,
-		stream:   strconv.FormatUint(p.streamIDs.Add(1), 10),
+		p:           p,
+		topicIdx:    map[string]int{},
+		parts:       map[topicPartition]*partState{},
+		wake:        make(chan struct{}, 1),
+		epoch:       rand.Uint32() >> 1,
+		respMax:     limits.MaxResponseBytes,
+		stream:      strconv.FormatUint(p.streamIDs.Add(1), 10),
+		topicByID:   map[[16]byte]string{},
+		fetchedMeta: map[topicPartition]commitMeta{},
 	}
 	for i, name := range names {
 		field := fmt.Sprintf("subscription.topics[%d]", i)
@@ -207,6 +221,9 @@ func (p *Plugin) newSubscription(ctx context.Context, topics *topics, first *str
 		if _, dup := s.topicIdx[topic]; !dup {
 			s.topicIdx[topic] = len(s.topics)
 			s.topics = append(s.topics, topic)
+			if id := topics.id(topic); id != ([16]byte{}) {
+				s.topicByID[id] = topic
+			}
 		}
 	}
 	s.group = sub.GetGroup()
@@ -258,10 +275,16 @@ func (s *subscription) onAssigned(_ context.Context, _ *kgo.Client, assigned map
 	for topic, parts := range assigned {
 		for _, part := range parts {
 			s.epoch++
-			s.parts[topicPartition{topic, part}] = &partState{
+			tp := topicPartition{topic, part}
+			st := &partState{
 				topicIdx: s.topicIdx[topic], epoch: s.epoch,
-				inflight: map[int64]*delivery{}, commitNext: -1, committed: -1, hwm: -1,
+				inflight: map[int64]*delivery{}, commitNext: -1, committed: -1, hwm: -1, deliveredEnd: -1,
 			}
+			if meta, ok := s.fetchedMeta[tp]; ok {
+				st.deliveredEnd, st.prior = meta.deliveredEnd, meta.attempts
+				delete(s.fetchedMeta, tp)
+			}
+			s.parts[tp] = st
 		}
 	}
 	s.log.Debug("partitions assigned", "partitions", assigned)
@@ -290,10 +313,10 @@ func (s *subscription) onLost(_ context.Context, _ *kgo.Client, lost map[string]
 }
 
 // drop removes partitions from the stream and returns their final commits when wanted.
-func (s *subscription) drop(parts map[string][]int32, wantCommit bool) map[string]map[int32]kgo.EpochOffset {
+func (s *subscription) drop(parts map[string][]int32, wantCommit bool) commitBatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	commit := map[string]map[int32]kgo.EpochOffset{}
+	commit := commitBatch{offsets: map[string]map[int32]kgo.EpochOffset{}, meta: map[topicPartition]string{}, versions: map[topicPartition]int{}}
 	gone := map[topicPartition]bool{}
 	for topic, ps := range parts {
 		for _, part := range ps {
@@ -309,11 +332,8 @@ func (s *subscription) drop(parts map[string][]int32, wantCommit bool) map[strin
 					s.outBytes -= d.size
 				}
 			}
-			if wantCommit && st.commitNext > st.committed {
-				if commit[topic] == nil {
-					commit[topic] = map[int32]kgo.EpochOffset{}
-				}
-				commit[topic][part] = kgo.EpochOffset{Epoch: -1, Offset: st.commitNext}
+			if wantCommit && st.commitNext >= 0 && (st.commitNext > st.committed || st.metaVer != st.metaSaved) {
+				commit.add(tp, st)
 			}
 			delete(s.parts, tp)
 			s.p.metrics.lag.DeleteLabelValues(s.group, topic, strconv.Itoa(int(part)))
@@ -426,6 +446,7 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 		}
 		d.parked = false
 		d.attempt++
+		st.metaVer++
 		s.outstanding++
 		s.outBytes += d.size
 		respBytes += int(d.size)
@@ -446,7 +467,16 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 		if _, dup := st.inflight[r.Offset]; dup {
 			continue
 		}
-		d := &delivery{rec: r, attempt: 1, size: size}
+		d := &delivery{rec: r, attempt: 1 + st.priorAttempts(r.Offset), size: size}
+		if st.commitNext < 0 {
+			// Committing the first delivered offset keeps unacked messages for the next member
+			// even when the group would otherwise start at the end of the log.
+			st.commitNext = r.Offset
+		}
+		if r.Offset >= st.deliveredEnd {
+			st.deliveredEnd = r.Offset + 1
+			st.metaVer++
+		}
 		st.inflight[r.Offset] = d
 		st.order = append(st.order, r.Offset)
 		s.outstanding++
@@ -663,30 +693,57 @@ func (s *subscription) commitLoop(ctx context.Context) {
 	}
 }
 
-// pending returns the commits not yet made.
-func (s *subscription) pending() map[string]map[int32]kgo.EpochOffset {
+// pending returns the commits not yet made, with their metadata.
+func (s *subscription) pending() commitBatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := map[string]map[int32]kgo.EpochOffset{}
+	b := commitBatch{offsets: map[string]map[int32]kgo.EpochOffset{}, meta: map[topicPartition]string{}, versions: map[topicPartition]int{}}
 	for tp, st := range s.parts {
-		if st.commitNext > st.committed {
-			if out[tp.topic] == nil {
-				out[tp.topic] = map[int32]kgo.EpochOffset{}
-			}
-			out[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: -1, Offset: st.commitNext}
+		if st.commitNext < 0 || (st.commitNext <= st.committed && st.metaVer == st.metaSaved) {
+			continue
 		}
+		b.add(tp, st)
 	}
-	return out
+	return b
+}
+
+// commitBatch is one OffsetCommit: offsets, the metadata string per partition and the state
+// version that metadata describes.
+type commitBatch struct {
+	offsets  map[string]map[int32]kgo.EpochOffset
+	meta     map[topicPartition]string
+	versions map[topicPartition]int
+}
+
+func (b *commitBatch) add(tp topicPartition, st *partState) {
+	if b.offsets[tp.topic] == nil {
+		b.offsets[tp.topic] = map[int32]kgo.EpochOffset{}
+	}
+	b.offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: -1, Offset: st.commitNext}
+	b.meta[tp] = st.encodeMeta()
+	b.versions[tp] = st.metaVer
 }
 
 // commit writes offsets synchronously and records what the brokers accepted.
-func (s *subscription) commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) {
-	if len(offsets) == 0 {
+func (s *subscription) commit(ctx context.Context, cl *kgo.Client, batch commitBatch) {
+	if len(batch.offsets) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalCommitTimeout)
 	defer cancel()
-	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	ctx = kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			topic := s.topicName(req.Topics[i].Topic, req.Topics[i].TopicID)
+			for j := range req.Topics[i].Partitions {
+				p := &req.Topics[i].Partitions[j]
+				if m, ok := batch.meta[topicPartition{topic, p.Partition}]; ok {
+					p.Metadata = &m
+				}
+			}
+		}
+		return nil
+	})
+	cl.CommitOffsetsSync(ctx, batch.offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			s.log.Warn("commit failed; retrying at the next interval", "error", err)
 			return
@@ -694,21 +751,69 @@ func (s *subscription) commit(ctx context.Context, cl *kgo.Client, offsets map[s
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for _, t := range resp.Topics {
+			topic := s.topicName(t.Topic, t.TopicID)
 			for _, p := range t.Partitions {
 				if p.ErrorCode != 0 {
-					s.log.Warn("commit of a partition failed", "topic", t.Topic, "partition", p.Partition, "error_code", p.ErrorCode)
+					s.log.Warn("commit of a partition failed", "topic", topic, "partition", p.Partition, "error_code", p.ErrorCode)
 					continue
 				}
-				off := offsets[t.Topic][p.Partition].Offset
-				if st := s.parts[topicPartition{t.Topic, p.Partition}]; st != nil && off > st.committed {
-					st.committed = off
-					if st.hwm >= 0 {
-						s.updateLagLocked(t.Topic, p.Partition, st)
-					}
+				tp := topicPartition{topic, p.Partition}
+				off := batch.offsets[topic][p.Partition].Offset
+				st := s.parts[tp]
+				if st == nil {
+					continue
+				}
+				st.committed = max(st.committed, off)
+				st.metaSaved = max(st.metaSaved, batch.versions[tp])
+				if st.hwm >= 0 {
+					s.updateLagLocked(topic, p.Partition, st)
 				}
 			}
 		}
 	})
+}
+
+// topicName resolves a topic named by name or, in newer protocol versions, only by ID.
+func (s *subscription) topicName(name string, id [16]byte) string {
+	if name != "" {
+		return name
+	}
+	return s.topicByID[id]
+}
+
+// onOffsetsFetched reads the delivery counts earlier members left in the commit metadata.
+func (s *subscription) onOffsetsFetched(_ context.Context, _ *kgo.Client, resp *kmsg.OffsetFetchResponse) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	apply := func(topic string, part int32, metadata *string) {
+		if metadata == nil {
+			return
+		}
+		meta, ok := parseCommitMeta(*metadata)
+		if !ok {
+			return
+		}
+		tp := topicPartition{topic, part}
+		if st := s.parts[tp]; st != nil {
+			st.deliveredEnd, st.prior = meta.deliveredEnd, meta.attempts
+			return
+		}
+		s.fetchedMeta[tp] = meta
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			apply(t.Topic, p.Partition, p.Metadata)
+		}
+	}
+	for _, g := range resp.Groups {
+		for _, t := range g.Topics {
+			topic := s.topicName(t.Topic, t.TopicID)
+			for _, p := range t.Partitions {
+				apply(topic, p.Partition, p.Metadata)
+			}
+		}
+	}
+	return nil
 }
 
 // close commits what was acked, leaves the group and releases the stream's metrics.

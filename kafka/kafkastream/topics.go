@@ -39,6 +39,7 @@ func validTopicName(name string) error {
 // topicInfo is what the plugin caches about one topic.
 type topicInfo struct {
 	partitions int32
+	id         [16]byte
 	fetched    time.Time
 }
 
@@ -141,9 +142,16 @@ func (t *topics) lookup(ctx context.Context, topic string) (int32, error) {
 	}
 	n := int32(len(d.Partitions))
 	t.mu.Lock()
-	t.cache[topic] = topicInfo{partitions: n, fetched: time.Now()}
+	t.cache[topic] = topicInfo{partitions: n, id: d.ID, fetched: time.Now()}
 	t.mu.Unlock()
 	return n, nil
+}
+
+// id returns the topic's ID as last looked up; zero when unknown.
+func (t *topics) id(topic string) [16]byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cache[topic].id
 }
 
 func (t *topics) forget(topic string) {
