@@ -292,6 +292,43 @@ func TestCallsWithAWrongPasswordAreUnavailable(t *testing.T) {
 	assert.NotContains(t, r.Logs.String(), secret)
 }
 
+func TestDeadlineReachesRedisCall(t *testing.T) {
+	// A "Redis" that accepts connections and never answers: only the caller's deadline can end
+	// the plugin's call, well before go-redis's own 3s read timeout.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}()
+	r := coretest.Start(t, rediscache.New(), coretest.Options{
+		YAML: "backend:\n  max_retries: -1\n",
+		Env:  map[string]string{"REDIS_ADDRESS": l.Addr().String()},
+	})
+	client := cachev1.NewCacheServiceClient(r.Conn)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err = client.Get(ctx, &cachev1.GetRequest{Namespace: "ns", Key: "k"})
+	require.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
+
+	metrics := pluginv1.NewPluginServiceClient(r.Conn)
+	// The handler ends when the deadline passes (DEADLINE_EXCEEDED, or CANCELLED when the client's
+	// reset arrives first), not after go-redis's 3s read timeout with UNAVAILABLE.
+	ended := func(code string) string {
+		return `prism_grpc_server_handled_total{grpc_code="` + code + `",grpc_method="Get",grpc_service="prism.cache.v1.CacheService"} 1`
+	}
+	require.Eventually(t, func() bool {
+		resp, err := metrics.GetMetrics(t.Context(), &pluginv1.GetMetricsRequest{})
+		return err == nil && (strings.Contains(resp.GetText(), ended("DeadlineExceeded")) || strings.Contains(resp.GetText(), ended("Canceled")))
+	}, 2*time.Second, 20*time.Millisecond, "the plugin's handler ended with the caller's deadline")
+}
+
 func TestMetrics(t *testing.T) {
 	addr := testsvc.RedisAddr(t)
 	r := startRedisCache(t, []string{addr}, "")

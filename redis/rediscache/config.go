@@ -206,6 +206,9 @@ func (b *BackendConfig) clientOptions() (*redis.UniversalOptions, error) {
 		MaxRetries:      b.MaxRetries,
 		ConnMaxIdleTime: b.ConnMaxIdleTime,
 		DialTimeout:     b.DialTimeout,
+		// The caller's gRPC deadline bounds the Redis call too, instead of go-redis's own
+		// read/write timeouts alone.
+		ContextTimeoutEnabled: true,
 	}
 	if b.TLSEnabled {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

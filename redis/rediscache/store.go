@@ -62,7 +62,7 @@ func (s *store) get(ctx context.Context, key string) (getResult, error) {
 		return getResult{}, nil
 	}
 	if err != nil {
-		return getResult{}, backendError("get", err)
+		return getResult{}, backendError(ctx, "get", err)
 	}
 	if len(res) != 2 {
 		return getResult{}, fmt.Errorf("get: unexpected script reply of %d elements", len(res))
@@ -98,7 +98,7 @@ func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Dura
 	}
 	s.metrics.observe(opSet, start, err)
 	if err != nil {
-		return false, backendError("set", err)
+		return false, backendError(ctx, "set", err)
 	}
 	return true, nil
 }
@@ -109,7 +109,7 @@ func (s *store) del(ctx context.Context, keys []string) (int64, error) {
 	n, err := s.delete(ctx, keys)
 	s.metrics.observe(opDelete, start, err)
 	if err != nil {
-		return 0, backendError("delete", err)
+		return 0, backendError(ctx, "delete", err)
 	}
 	return n, nil
 }
@@ -148,7 +148,7 @@ func (s *store) mget(ctx context.Context, keys []string) ([]mgetEntry, error) {
 	out, err := s.mgetInto(ctx, keys)
 	s.metrics.observe(opMGet, start, err)
 	if err != nil {
-		return nil, backendError("mget", err)
+		return nil, backendError(ctx, "mget", err)
 	}
 	return out, nil
 }
@@ -241,7 +241,7 @@ func (s *store) mset(ctx context.Context, entries []msetEntry) error {
 	_, err := pipe.Exec(ctx)
 	s.metrics.observe(opMSet, start, err)
 	if err != nil {
-		return backendError("mset", err)
+		return backendError(ctx, "mset", err)
 	}
 	return nil
 }
@@ -261,7 +261,7 @@ func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool
 	}
 	s.metrics.observe(opExpire, start, err)
 	if err != nil {
-		return false, backendError("expire", err)
+		return false, backendError(ctx, "expire", err)
 	}
 	return found, nil
 }
@@ -277,12 +277,20 @@ func (s *store) ping(ctx context.Context) error {
 	return s.client.Ping(ctx).Err()
 }
 
-// backendError classifies a Redis failure for the edge: a passed deadline or cancelled call keeps
-// its context error, ACL refusals and out-of-memory are reported as such, and everything else is
+// backendError classifies a Redis failure for the edge: a passed deadline or cancelled call is
+// reported as such, ACL refusals and out-of-memory are reported as such, and everything else is
 // a backend that a retry may cure.
-func backendError(op string, err error) error {
+func backendError(ctx context.Context, op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", op, err)
+	}
+	// go-redis turns the caller's deadline into a socket deadline, so it reports an i/o timeout,
+	// possibly a moment before the context itself notices.
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s: %w (redis: %w)", op, ctxErr, err)
+	}
+	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+		return fmt.Errorf("%s: %w (redis: %w)", op, context.DeadlineExceeded, err)
 	}
 	msg := err.Error()
 	switch {
