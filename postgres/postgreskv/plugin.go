@@ -42,15 +42,16 @@ type Plugin struct {
 	pool *pgxpool.Pool
 
 	// kv is set once the schema is migrated; until then data calls answer UNAVAILABLE.
-	kv        atomic.Pointer[Store]
-	migrateMu sync.Mutex
+	kv atomic.Pointer[Store]
+	// migrating admits one migration attempt at a time; waiters give up with their context.
+	migrating chan struct{}
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 }
 
 // New returns an unconfigured plugin for core.Run.
-func New() *Plugin { return &Plugin{} }
+func New() *Plugin { return &Plugin{migrating: make(chan struct{}, 1)} }
 
 // Info implements core.Plugin.
 func (p *Plugin) Info() core.Info {
@@ -160,8 +161,12 @@ func (p *Plugin) store(ctx context.Context) (*Store, error) {
 	if st := p.kv.Load(); st != nil {
 		return st, nil
 	}
-	p.migrateMu.Lock()
-	defer p.migrateMu.Unlock()
+	select {
+	case p.migrating <- struct{}{}:
+	case <-ctx.Done():
+		return nil, apierr.Unavailable("wait for postgres schema migration", ctx.Err())
+	}
+	defer func() { <-p.migrating }()
 	if st := p.kv.Load(); st != nil {
 		return st, nil
 	}
