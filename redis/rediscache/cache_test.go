@@ -272,6 +272,32 @@ func TestLimitsApplyOnReload(t *testing.T) {
 	require.Equal(t, codes.InvalidArgument, status.Code(err), "the old limits stay in force")
 }
 
+func TestCredentialsChangeOnReloadWithoutRestart(t *testing.T) {
+	addr := testsvc.RedisAddr(t)
+	const wrong = "rotated-away-3c9d"
+	yaml := func(password string) string {
+		return "control_plane:\n  health_interval: 100ms\nbackend:\n  address: " + addr +
+			"\n  username: " + testsvc.User + "\n  password: " + password + "\n"
+	}
+	r := coretest.Start(t, rediscache.New(), coretest.Options{YAML: yaml(wrong)})
+	client := cachev1.NewCacheServiceClient(r.Conn)
+	ctx := t.Context()
+	_, err := client.Get(ctx, &cachev1.GetRequest{Namespace: "ns", Key: "k"})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+
+	r.WriteConfig(t, yaml(testsvc.Password))
+	resp, err := pluginv1.NewPluginServiceClient(r.Conn).Reload(ctx, &pluginv1.ReloadRequest{})
+	require.NoError(t, err)
+	assert.Contains(t, resp.GetChanged(), "backend.password")
+	assert.Empty(t, resp.GetRestartRequired())
+
+	r.WaitHealth(t, cacheServiceName, healthpb.HealthCheckResponse_SERVING, 10*time.Second)
+	ns := cachetest.Namespace(t)
+	_, err = client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("v")})
+	require.NoError(t, err, "the new credentials are in use")
+	assert.NotContains(t, r.Logs.String(), wrong)
+}
+
 func TestCallsWithAWrongPasswordAreUnavailable(t *testing.T) {
 	addr := testsvc.RedisAddr(t)
 	const secret = "not-the-password-5f3a"

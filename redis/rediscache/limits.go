@@ -19,10 +19,11 @@ type settings struct {
 	keyPrefix  string
 	defaultTTL time.Duration
 	jitter     int
+	cluster    bool
 }
 
 func newSettings(b *BackendConfig, l *LimitsConfig) *settings {
-	return &settings{limits: *l, keyPrefix: b.KeyPrefix, defaultTTL: b.DefaultTTL, jitter: b.TTLJitter}
+	return &settings{limits: *l, keyPrefix: b.KeyPrefix, defaultTTL: b.DefaultTTL, jitter: b.TTLJitter, cluster: b.cluster()}
 }
 
 // redisKey is where a cache key lives in Redis: <key_prefix><namespace>:<key>.

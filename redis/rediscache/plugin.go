@@ -8,7 +8,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -31,6 +33,12 @@ type Plugin struct {
 
 	settings atomic.Pointer[settings]
 	current  atomic.Pointer[store]
+
+	// reconfigMu orders reloads; retiring tracks replaced clients until they are closed.
+	reconfigMu sync.Mutex
+	retiring   sync.WaitGroup
+	stopping   chan struct{}
+	stopOnce   sync.Once
 }
 
 // New returns an unconfigured plugin for core.Run.
@@ -59,6 +67,7 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 		return fmt.Errorf("limits config has type %T", cfg.Limits)
 	}
 	p.log, p.backend = env.Logger, backend
+	p.stopping = make(chan struct{})
 	p.settings.Store(newSettings(backend, limits))
 	p.maxMessage = max(cfg.ControlPlane.MaxRecvMessageBytes, limits.messageBytes())
 
@@ -83,12 +92,28 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 // Start implements core.Plugin. go-redis connects lazily, so a Redis that is down or refuses the
 // credentials shows up in Health, not here.
 func (p *Plugin) Start(context.Context) error {
-	opts, err := p.backend.clientOptions()
+	st, err := newStore(p.backend, p.metrics)
 	if err != nil {
 		return err
 	}
+	p.current.Store(st)
+	p.logClient("redis client created", p.backend)
+	return nil
+}
+
+func (p *Plugin) logClient(msg string, b *BackendConfig) {
+	p.log.Info(msg, "addresses", b.addresses(), "cluster", b.cluster(), "auto_pipeline", b.AutoPipeline,
+		"username", b.Username, "key_prefix", b.KeyPrefix, "tls", b.TLSEnabled)
+}
+
+// newStore builds the go-redis client the backend section describes.
+func newStore(b *BackendConfig, m *metrics) (*store, error) {
+	opts, err := b.clientOptions()
+	if err != nil {
+		return nil, err
+	}
 	var client redis.UniversalClient
-	cluster := p.backend.cluster()
+	cluster := b.cluster()
 	if cluster {
 		copts := opts.Cluster()
 		// The store splits multi-key calls by hash slot itself; go-redis's own multi-shard
@@ -98,19 +123,35 @@ func (p *Plugin) Start(context.Context) error {
 	} else {
 		client = redis.NewClient(opts.Simple())
 	}
-	st := &store{client: client, single: client, cluster: cluster, metrics: p.metrics}
-	if p.backend.AutoPipeline {
+	st := &store{client: client, single: client, cluster: cluster, metrics: m}
+	if b.AutoPipeline {
 		ap, err := autoPipeliner(client)
 		if err != nil {
 			_ = client.Close()
-			return err
+			return nil, err
 		}
 		st.single = ap
 	}
-	p.current.Store(st)
-	p.log.Info("redis client created", "addresses", p.backend.addresses(), "cluster", cluster, "auto_pipeline", p.backend.AutoPipeline,
-		"username", p.backend.Username, "key_prefix", p.backend.KeyPrefix, "tls", p.backend.TLSEnabled)
-	return nil
+	return st, nil
+}
+
+// retireGrace is how long a replaced client stays open for the calls still using it.
+const retireGrace = 30 * time.Second
+
+// retire closes a replaced store once the calls that picked it up have had time to finish, or at
+// Stop, whichever comes first.
+func (p *Plugin) retire(old *store) {
+	p.retiring.Add(1)
+	go func() {
+		defer p.retiring.Done()
+		timer := time.NewTimer(retireGrace)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-p.stopping:
+		}
+		_ = old.client.Close()
+	}()
 }
 
 // autoPipeliner returns the client's blocking autopipeliner (closed with the client).
@@ -145,6 +186,12 @@ func (p *Plugin) Health(ctx context.Context) error {
 
 // Stop implements core.Plugin.
 func (p *Plugin) Stop(context.Context) error {
+	p.stopOnce.Do(func() {
+		if p.stopping != nil {
+			close(p.stopping)
+		}
+	})
+	p.retiring.Wait()
 	if st := p.current.Swap(nil); st != nil {
 		return st.client.Close()
 	}
@@ -168,14 +215,18 @@ func (p *Plugin) poolStats() *redis.PoolStats {
 	return st.client.PoolStats()
 }
 
-// liveBackendKeys are backend keys a reload applies at once; the others describe the connection
-// and need a restart.
-var liveBackendKeys = []string{"backend.key_prefix", "backend.default_ttl", "backend.ttl_jitter"}
+// settingKeys are backend keys that only change how requests are mapped; every other backend key
+// describes the connection, and changing it replaces the client.
+var settingKeys = []string{"backend.key_prefix", "backend.default_ttl", "backend.ttl_jitter"}
 
-// Reconfigure implements core.Reconfigurer: limits, key_prefix, default_ttl and ttl_jitter apply
-// to the next request. Limits that need a larger gRPC message than the server was started with
-// wait (all of them, so they stay consistent) for a restart.
+// Reconfigure implements core.Reconfigurer. Limits, key_prefix, default_ttl and ttl_jitter apply to
+// the next request. A change to the connection (address, mode, credentials, pool, TLS) builds a new
+// client and swaps it in; calls already running finish on the old one, which is closed after
+// retireGrace. Limits that need a larger gRPC message than the server was started with wait (all
+// of them, so they stay consistent) for a restart.
 func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []string) ([]string, error) {
+	p.reconfigMu.Lock()
+	defer p.reconfigMu.Unlock()
 	backend, ok := cfg.Backend.(*BackendConfig)
 	if !ok {
 		return nil, fmt.Errorf("backend config has type %T", cfg.Backend)
@@ -187,15 +238,27 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 	old := p.settings.Load()
 	next := newSettings(backend, limits)
 	var restart []string
+	reconnect := false
 	for _, path := range changed {
 		switch {
-		case strings.HasPrefix(path, "backend.") && !slices.Contains(liveBackendKeys, path):
-			restart = append(restart, path)
+		case strings.HasPrefix(path, "backend.") && !slices.Contains(settingKeys, path):
+			reconnect = true
 		case strings.HasPrefix(path, "limits.") && limits.messageBytes() > p.maxMessage:
 			restart = append(restart, path)
 			next.limits = old.limits
 		}
 	}
+	if reconnect && p.current.Load() != nil {
+		st, err := newStore(backend, p.metrics)
+		if err != nil {
+			return nil, err
+		}
+		if prev := p.current.Swap(st); prev != nil {
+			p.retire(prev)
+		}
+		p.logClient("redis client replaced after a config change", backend)
+	}
+	p.backend = backend
 	p.settings.Store(next)
 	if len(restart) > 0 {
 		p.log.Warn("some redis settings take effect only after a restart", "paths", restart,
@@ -217,7 +280,7 @@ func (p *Plugin) Capabilities() map[string]string {
 		return nil
 	}
 	mode := "single"
-	if p.backend != nil && p.backend.cluster() {
+	if s.cluster {
 		mode = "cluster"
 	}
 	return map[string]string{
