@@ -103,7 +103,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.run(t, s, Namespace(t))
+			tc.run(env{t: t, s: s, ns: Namespace(t)})
 		})
 	}
 }
@@ -118,7 +118,15 @@ func Namespace(tb testing.TB) string {
 
 type testCase struct {
 	name string
-	run  func(t *testing.T, s *suite, ns string)
+	run  func(e env)
+}
+
+// env is what one conformance case runs with. Cases take it as one value so they read as test
+// bodies (failures point at their own lines), not as helpers.
+type env struct {
+	t  *testing.T
+	s  *suite
+	ns string
 }
 
 type suite struct {
@@ -144,14 +152,16 @@ func (s *suite) get(t *testing.T, ns, key string) *cachev1.GetResponse {
 	return resp
 }
 
-func testGetMissing(t *testing.T, s *suite, ns string) {
+func testGetMissing(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	resp := s.get(t, ns, "nothing-here")
 	assert.False(t, resp.GetFound())
 	assert.Empty(t, resp.GetValue())
 	assert.Nil(t, resp.GetTtl())
 }
 
-func testSetGet(t *testing.T, s *suite, ns string) {
+func testSetGet(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.set(t, ns, "k", []byte("v1"), 0)
 	resp := s.get(t, ns, "k")
 	assert.True(t, resp.GetFound())
@@ -162,7 +172,8 @@ func testSetGet(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, []byte("v2"), s.get(t, ns, "k").GetValue(), "set overwrites")
 }
 
-func testBinaryValues(t *testing.T, s *suite, ns string) {
+func testBinaryValues(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	bin := []byte{0, 1, 2, 0xff, '\r', '\n', 0, 'x'}
 	s.set(t, ns, "bin", bin, 0)
 	assert.Equal(t, bin, s.get(t, ns, "bin").GetValue())
@@ -173,7 +184,8 @@ func testBinaryValues(t *testing.T, s *suite, ns string) {
 	assert.Empty(t, resp.GetValue())
 }
 
-func testOddKeys(t *testing.T, s *suite, ns string) {
+func testOddKeys(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	keys := []string{"a:b:c", "{tag}x", "with space", "ünïcødé", "*?[]", "a\x00b", strings.Repeat("k", 200)}
 	for i, k := range keys {
 		s.set(t, ns, k, []byte(strconv.Itoa(i)), 0)
@@ -183,7 +195,8 @@ func testOddKeys(t *testing.T, s *suite, ns string) {
 	}
 }
 
-func testNamespaceIsolation(t *testing.T, s *suite, ns string) {
+func testNamespaceIsolation(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	other := Namespace(t)
 	s.set(t, ns, "same", []byte("one"), 0)
 	s.set(t, other, "same", []byte("two"), 0)
@@ -191,7 +204,8 @@ func testNamespaceIsolation(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, []byte("two"), s.get(t, other, "same").GetValue())
 }
 
-func testSetTTL(t *testing.T, s *suite, ns string) {
+func testSetTTL(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.set(t, ns, "k", []byte("v"), time.Hour)
 	ttl := s.get(t, ns, "k").GetTtl()
 	require.NotNil(t, ttl)
@@ -199,7 +213,8 @@ func testSetTTL(t *testing.T, s *suite, ns string) {
 	assert.Greater(t, ttl.AsDuration(), 59*time.Minute)
 }
 
-func testSetClearsTTL(t *testing.T, s *suite, ns string) {
+func testSetClearsTTL(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.set(t, ns, "k", []byte("v"), time.Hour)
 	s.set(t, ns, "k", []byte("w"), 0)
 	resp := s.get(t, ns, "k")
@@ -207,7 +222,8 @@ func testSetClearsTTL(t *testing.T, s *suite, ns string) {
 	assert.Nil(t, resp.GetTtl())
 }
 
-func testKeepTTL(t *testing.T, s *suite, ns string) {
+func testKeepTTL(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	s.set(t, ns, "k", []byte("v"), time.Hour)
 	resp, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("w"), KeepTtl: true})
@@ -227,7 +243,8 @@ func testKeepTTL(t *testing.T, s *suite, ns string) {
 	requireInvalid(t, err, "ttl", "keep_ttl")
 }
 
-func testIfAbsent(t *testing.T, s *suite, ns string) {
+func testIfAbsent(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	resp, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("first"),
 		Condition: cachev1.Condition_CONDITION_IF_ABSENT, Ttl: durationpb.New(time.Hour)})
@@ -244,7 +261,8 @@ func testIfAbsent(t *testing.T, s *suite, ns string) {
 	assert.NotNil(t, got.GetTtl(), "a refused write leaves the expiry alone")
 }
 
-func testIfPresent(t *testing.T, s *suite, ns string) {
+func testIfPresent(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	resp, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("x"),
 		Condition: cachev1.Condition_CONDITION_IF_PRESENT})
@@ -262,7 +280,8 @@ func testIfPresent(t *testing.T, s *suite, ns string) {
 	assert.NotNil(t, got.GetTtl())
 }
 
-func testExpires(t *testing.T, s *suite, ns string) {
+func testExpires(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.set(t, ns, "short", []byte("v"), 150*time.Millisecond)
 	s.set(t, ns, "long", []byte("v"), time.Hour)
 	_, err := s.client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{
@@ -280,7 +299,8 @@ func testExpires(t *testing.T, s *suite, ns string) {
 	}
 }
 
-func testDeleteCounts(t *testing.T, s *suite, ns string) {
+func testDeleteCounts(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	for _, k := range []string{"a", "b", "c"} {
 		s.set(t, ns, k, []byte(k), 0)
@@ -297,7 +317,8 @@ func testDeleteCounts(t *testing.T, s *suite, ns string) {
 	assert.Zero(t, resp.GetDeletedCount(), "deleting a missing key is not an error")
 }
 
-func testMgetOrder(t *testing.T, s *suite, ns string) {
+func testMgetOrder(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.set(t, ns, "one", []byte("1"), 0)
 	s.set(t, ns, "three", []byte("3"), 0)
 	s.set(t, ns, "empty", nil, 0)
@@ -316,7 +337,8 @@ func testMgetOrder(t *testing.T, s *suite, ns string) {
 	}
 }
 
-func testMgetMany(t *testing.T, s *suite, ns string) {
+func testMgetMany(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	n := min(300, s.opts.Limits.MaxKeysPerCall)
 	var entries []*cachev1.MSetEntry
@@ -347,7 +369,8 @@ func testMgetMany(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, int64(len(entries)), del.GetDeletedCount())
 }
 
-func testMsetTTLs(t *testing.T, s *suite, ns string) {
+func testMsetTTLs(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.set(t, ns, "had-ttl", []byte("old"), time.Hour)
 	_, err := s.client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{
 		{Key: "hour", Value: []byte("h"), Ttl: durationpb.New(time.Hour)},
@@ -369,7 +392,8 @@ func testMsetTTLs(t *testing.T, s *suite, ns string) {
 	assert.Nil(t, replaced.GetTtl(), "an entry without ttl clears the old expiry")
 }
 
-func testMsetRepeats(t *testing.T, s *suite, ns string) {
+func testMsetRepeats(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	_, err := s.client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{
 		{Key: "k", Value: []byte("first")},
 		{Key: "other", Value: []byte("o")},
@@ -379,7 +403,8 @@ func testMsetRepeats(t *testing.T, s *suite, ns string) {
 	assert.Equal(t, []byte("last"), s.get(t, ns, "k").GetValue())
 }
 
-func testExpire(t *testing.T, s *suite, ns string) {
+func testExpire(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	s.set(t, ns, "k", []byte("v"), 0)
 	resp, err := s.client.Expire(ctx, &cachev1.ExpireRequest{Namespace: ns, Key: "k", Ttl: durationpb.New(time.Hour)})
@@ -414,7 +439,8 @@ func testExpire(t *testing.T, s *suite, ns string) {
 		10*time.Second, 20*time.Millisecond, "key given a 100ms ttl by expire never expired")
 }
 
-func testExpireMissing(t *testing.T, s *suite, ns string) {
+func testExpireMissing(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	for _, ttl := range []*durationpb.Duration{nil, durationpb.New(time.Minute)} {
 		resp, err := s.client.Expire(t.Context(), &cachev1.ExpireRequest{Namespace: ns, Key: "missing", Ttl: ttl})
 		require.NoError(t, err)
@@ -434,7 +460,8 @@ func requireInvalid(t *testing.T, err error, want ...string) {
 	}
 }
 
-func testLimits(t *testing.T, s *suite, ns string) {
+func testLimits(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	lim := s.opts.Limits
 	longKey := strings.Repeat("k", lim.MaxKeyBytes+1)
@@ -553,7 +580,8 @@ func testLimits(t *testing.T, s *suite, ns string) {
 	}
 }
 
-func testAtLimits(t *testing.T, s *suite, ns string) {
+func testAtLimits(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	lim := s.opts.Limits
 	key := strings.Repeat("k", lim.MaxKeyBytes)
@@ -573,7 +601,8 @@ func testAtLimits(t *testing.T, s *suite, ns string) {
 	assert.False(t, s.get(t, ns, key).GetFound())
 }
 
-func testInteropPluginToBackend(t *testing.T, s *suite, ns string) {
+func testInteropPluginToBackend(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	s.set(t, ns, "from-plugin", []byte("hello from the plugin"), time.Hour)
 	got, found, err := s.opts.Raw.Get(ctx, ns, "from-plugin")
@@ -602,7 +631,8 @@ func testInteropPluginToBackend(t *testing.T, s *suite, ns string) {
 	assert.False(t, found, "delete removed the key from the backend")
 }
 
-func testInteropBackendToPlugin(t *testing.T, s *suite, ns string) {
+func testInteropBackendToPlugin(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	ctx := t.Context()
 	require.NoError(t, s.opts.Raw.Set(ctx, ns, "from-backend", []byte("hello from the backend")))
 	require.NoError(t, s.opts.Raw.Set(ctx, ns, "second", []byte("two")))
