@@ -18,8 +18,10 @@ import (
 	"io"
 	"math"
 	mrand "math/rand/v2"
+	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
@@ -27,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -75,6 +78,7 @@ func run() error {
 	records := flag.Int("records", 1000, "records preloaded (one 1 KiB item each)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	traceFile := flag.String("trace", "", "write a runtime execution trace of the whole run to this file")
+	execPath := flag.String("exec", "", "run this plugin binary (e.g. bin/postgres-plugin) as a separate process instead of in-process")
 	conns := flag.Int("conns", 1, "gRPC client connections the workers share round-robin")
 	only := flag.String("only", "", "run only cases whose op/conc/path contains this, e.g. get/32/plugin")
 	flag.Parse()
@@ -113,23 +117,34 @@ func run() error {
 	defer drop()
 
 	const poolSize = 32
-	srv, err := startPlugin(ctx, dbURL, poolSize)
-	if err != nil {
-		return err
-	}
-	serveCtx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(serveCtx) }()
-	defer func() {
-		stop()
-		if err := <-served; err != nil {
-			_, _ = fmt.Fprintln(os.Stderr, "bench: plugin stopped with:", err)
+	var addr string
+	if *execPath != "" {
+		a, stopPlugin, err := execPlugin(ctx, *execPath, dbURL, poolSize)
+		if err != nil {
+			return err
 		}
-	}()
+		defer stopPlugin()
+		addr = a
+	} else {
+		srv, err := startPlugin(ctx, dbURL, poolSize)
+		if err != nil {
+			return err
+		}
+		serveCtx, stop := context.WithCancel(ctx)
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(serveCtx) }()
+		defer func() {
+			stop()
+			if err := <-served; err != nil {
+				_, _ = fmt.Fprintln(os.Stderr, "bench: plugin stopped with:", err)
+			}
+		}()
+		addr = srv.Addr().String()
+	}
 	clients := make([]keyvaluev1.KeyValueServiceClient, max(*conns, 1))
 	healths := make([]healthpb.HealthClient, len(clients))
 	for i := range clients {
-		conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return fmt.Errorf("dial plugin: %w", err)
 		}
@@ -358,6 +373,37 @@ func startPlugin(ctx context.Context, dbURL string, poolSize int) (*core.Server,
 		return nil, fmt.Errorf("start plugin: %w", err)
 	}
 	return srv, nil
+}
+
+// execPlugin runs the plugin binary on a free loopback port, as it runs in production: its own
+// process, its own Go runtime.
+func execPlugin(ctx context.Context, path, dbURL string, poolSize int) (string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("find a free port: %w", err)
+	}
+	addr := l.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	_ = l.Close()
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = append(os.Environ(),
+		"DATABASE_URL="+dbURL,
+		fmt.Sprintf("POSTGRES_POOL_SIZE=%d", poolSize),
+		"PRISM_CONTROL_PLANE_HOST=127.0.0.1",
+		"PRISM_CONTROL_PLANE_PORT="+port,
+		"PRISM_METRICS_ENABLED=false",
+		"PRISM_LOG_LEVEL=warn",
+		"PRISM_PLUGIN_CONFIG=/dev/null",
+	)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start %s: %w", path, err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	return addr, stop, nil
 }
 
 func waitReady(ctx context.Context, c keyvaluev1.KeyValueServiceClient) error {
