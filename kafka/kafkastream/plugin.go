@@ -192,6 +192,8 @@ func (manualPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
 	return &manualTopicPartitioner{inner: inner}
 }
 
+// manualTopicPartitioner deliberately has no OnNewBatch: franz-go would then serialize producing
+// to a topic, and the wrapped uniform-bytes partitioner does not need it.
 type manualTopicPartitioner struct {
 	inner kgo.TopicBackupPartitioner
 }
@@ -212,12 +214,6 @@ func (m *manualTopicPartitioner) PartitionByBackup(r *kgo.Record, n int, backup 
 		return int(r.Partition)
 	}
 	return m.inner.PartitionByBackup(r, n, backup)
-}
-
-func (m *manualTopicPartitioner) OnNewBatch() {
-	if nb, ok := m.inner.(kgo.TopicPartitionerOnNewBatch); ok {
-		nb.OnNewBatch()
-	}
 }
 
 var (
