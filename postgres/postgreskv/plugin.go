@@ -46,9 +46,14 @@ type Plugin struct {
 	// migrating admits one migration attempt at a time; waiters give up with their context.
 	migrating chan struct{}
 
+	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 }
+
+// oldPoolGrace is how long a replaced pool stays open for calls that picked it up just before
+// the swap; calls already holding a connection finish whatever the grace.
+const oldPoolGrace = 5 * time.Second
 
 // New returns an unconfigured plugin for core.Run.
 func New() *Plugin { return &Plugin{migrating: make(chan struct{}, 1)} }
@@ -132,7 +137,7 @@ func (p *Plugin) Start(ctx context.Context) error {
 	p.pool = pool
 	p.mu.Unlock()
 	bgCtx, cancel := context.WithCancel(ctx)
-	p.bgCancel = cancel
+	p.bgCtx, p.bgCancel = bgCtx, cancel
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
@@ -170,23 +175,89 @@ func (p *Plugin) store(ctx context.Context) (*Store, error) {
 	if st := p.kv.Load(); st != nil {
 		return st, nil
 	}
-	pool := p.currentPool()
+	p.mu.RLock()
+	pool, backend := p.pool, p.backend
+	p.mu.RUnlock()
 	if pool == nil {
 		return nil, apierr.Unavailable("postgres", errors.New("plugin not started"))
 	}
+	st, err := p.openStore(ctx, pool, backend)
+	if err != nil {
+		return nil, err
+	}
+	p.kv.Store(st)
+	p.log.Info("postgres schema ready", "schema_version", SchemaVersion())
+	return st, nil
+}
+
+// openStore migrates the pool's database and returns a Store on it.
+func (p *Plugin) openStore(ctx context.Context, pool *pgxpool.Pool, b *BackendConfig) (*Store, error) {
 	key, err := migrate(ctx, pool)
 	if err != nil {
 		return nil, apierr.Unavailable("migrate postgres schema", err)
 	}
-	if p.backend.PageTokenKey.IsSet() {
-		sum := sha256.Sum256([]byte(p.backend.PageTokenKey.Reveal()))
+	if b.PageTokenKey.IsSet() {
+		sum := sha256.Sum256([]byte(b.PageTokenKey.Reveal()))
 		key = sum[:]
 	}
 	st := NewStore(pool, key, func() time.Duration { return time.Duration(p.retention.Load()) })
 	st.observe = observer(p.queries)
-	p.kv.Store(st)
-	p.log.Info("postgres schema ready", "schema_version", SchemaVersion())
 	return st, nil
+}
+
+// connectionKeys are the backend settings that need a new pool.
+var connectionKeys = []string{
+	"backend.database_url", "backend.password", "backend.pool_size", "backend.connect_timeout",
+	"backend.ssl_mode", "backend.tls_ca_file", "backend.tls_cert_file", "backend.tls_key_file",
+	"backend.page_token_key",
+}
+
+// swapPool connects with new connection settings and, once the database answers and its schema
+// is in place, moves new calls to the new pool. Calls running on the old pool finish there; the
+// old pool closes when the last of them returns its connection.
+func (p *Plugin) swapPool(ctx context.Context, b *BackendConfig) error {
+	pc, err := b.poolConfig()
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), pc)
+	if err != nil {
+		return fmt.Errorf("backend: create postgres pool: %w", err)
+	}
+	select {
+	case p.migrating <- struct{}{}:
+	case <-ctx.Done():
+		pool.Close()
+		return fmt.Errorf("backend: wait for schema migration: %w", ctx.Err())
+	}
+	defer func() { <-p.migrating }()
+	cctx, cancel := context.WithTimeout(ctx, 2*b.ConnectTimeout)
+	defer cancel()
+	st, err := p.openStore(cctx, pool, b)
+	if err != nil {
+		pool.Close()
+		return fmt.Errorf("backend: new connection settings do not work, keeping the old ones: %w", err)
+	}
+	p.mu.Lock()
+	old := p.pool
+	p.pool, p.backend = pool, b
+	p.mu.Unlock()
+	p.kv.Store(st)
+	if old != nil {
+		p.bg.Add(1)
+		go func() {
+			defer p.bg.Done()
+			grace := time.NewTimer(oldPoolGrace)
+			defer grace.Stop()
+			select {
+			case <-grace.C:
+			case <-p.bgCtx.Done():
+			}
+			old.Close()
+		}()
+	}
+	p.log.Info("postgres connection settings applied; new calls use the new pool")
+	return nil
 }
 
 // Stop implements core.Plugin.
@@ -249,8 +320,9 @@ func (p *Plugin) purge(ctx context.Context, kind string, batch func(context.Cont
 }
 
 // Reconfigure implements core.Reconfigurer: limits, idempotency retention and purge settings
-// apply at once; connection settings need a restart.
-func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []string) ([]string, error) {
+// apply at once; new connection settings (URL, password, pool size, TLS files) get a new pool
+// that must reach the database before it replaces the old one, or the reload is rejected.
+func (p *Plugin) Reconfigure(ctx context.Context, cfg *config.Config, changed []string) ([]string, error) {
 	lc, ok := cfg.Limits.(*LimitsConfig)
 	if !ok {
 		return nil, fmt.Errorf("limits config has type %T", cfg.Limits)
@@ -263,7 +335,12 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 	if err != nil {
 		return nil, err
 	}
-	live := []string{"backend.idempotency_retention", "backend.purge_interval", "backend.purge_batch_size"}
+	live := append([]string{"backend.idempotency_retention", "backend.purge_interval", "backend.purge_batch_size"}, connectionKeys...)
+	if slices.ContainsFunc(changed, func(path string) bool { return slices.Contains(connectionKeys, path) }) {
+		if err := p.swapPool(ctx, b); err != nil {
+			return nil, err
+		}
+	}
 	var restart []string
 	tooBig := lc.messageBytes() > p.msgBytes
 	for _, path := range changed {

@@ -222,10 +222,65 @@ func TestLimitsChangeOnReload(t *testing.T) {
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
 	putOne(t, c, "ns", "r", "k", "short")
 
-	r.WriteConfig(t, "backend:\n  pool_size: 3\n")
-	res, err = pluginv1.NewPluginServiceClient(r.Conn).Reload(t.Context(), &pluginv1.ReloadRequest{})
+}
+
+func TestConnectionSettingsChangeLiveOnReload(t *testing.T) {
+	t.Parallel()
+	dbA, dbB := newDatabase(t), newDatabase(t)
+	r := coretest.Start(t, postgreskv.New(), coretest.Options{YAML: "backend:\n  database_url: " + dbA + "\n"})
+	r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, 30*time.Second)
+	c, pc := kv(r), pluginv1.NewPluginServiceClient(r.Conn)
+	putOne(t, c, "ns", "r", "k", "in A")
+
+	// Calls keep flowing while the pool is replaced underneath them.
+	stop := make(chan struct{})
+	callErrs := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := c.Get(t.Context(), &keyvaluev1.GetRequest{Namespace: "ns", Id: "r"}); err != nil {
+				callErrs <- err
+				return
+			}
+		}
+	})
+
+	r.WriteConfig(t, "backend:\n  database_url: "+dbB+"\n  pool_size: 3\n")
+	res, err := pc.Reload(t.Context(), &pluginv1.ReloadRequest{})
 	require.NoError(t, err)
-	assert.Contains(t, res.GetRestartRequired(), "backend.pool_size")
+	assert.Contains(t, res.GetChanged(), "backend.database_url")
+	assert.Contains(t, res.GetChanged(), "backend.pool_size")
+	assert.Empty(t, res.GetRestartRequired())
+
+	putOne(t, c, "ns", "r", "k", "in B")
+	var n int
+	require.NoError(t, connect(t, dbB).QueryRow(t.Context(), "SELECT count(*) FROM prism_kv_items WHERE value = 'in B'").Scan(&n))
+	assert.Equal(t, 1, n, "new writes go to the new database, migrated on the way")
+	m, err := pc.GetMetrics(t.Context(), &pluginv1.GetMetricsRequest{})
+	require.NoError(t, err)
+	assert.Contains(t, m.GetText(), "prism_postgres_pool_max_connections 3")
+
+	// Settings that cannot connect are rejected and the working ones stay.
+	u, err := url.Parse(dbB)
+	require.NoError(t, err)
+	u.User = url.UserPassword(testsvc.User, "wrong-password")
+	r.WriteConfig(t, "backend:\n  database_url: "+u.String()+"\n  pool_size: 4\n  connect_timeout: 1s\n")
+	_, err = pc.Reload(t.Context(), &pluginv1.ReloadRequest{})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "wrong-password")
+	resp, err := c.Get(t.Context(), &keyvaluev1.GetRequest{Namespace: "ns", Id: "r"})
+	require.NoError(t, err)
+	assert.Equal(t, "in B", string(resp.GetItems()[0].GetValue()))
+
+	close(stop)
+	wg.Wait()
+	close(callErrs)
+	require.NoError(t, <-callErrs, "no call failed during the swap")
 }
 
 func TestLargeValueLimitRaisesMessageSize(t *testing.T) {
