@@ -150,6 +150,34 @@ func TestConformanceWithAutoPipelining(t *testing.T) {
 	})
 }
 
+func TestCallsRecoverAfterARedisOutage(t *testing.T) {
+	for _, autoPipeline := range []bool{false, true} {
+		t.Run("auto_pipeline "+strconv.FormatBool(autoPipeline), func(t *testing.T) {
+			proxy := testsvc.NewProxy(t, testsvc.RedisAddr(t))
+			r := startRedisCache(t, []string{proxy.Addr()}, "backend:\n  auto_pipeline: "+strconv.FormatBool(autoPipeline)+"\n")
+			client := cachev1.NewCacheServiceClient(r.Conn)
+			ns := cachetest.Namespace(t)
+			set := func() error {
+				_, err := client.Set(t.Context(), &cachev1.SetRequest{Namespace: ns, Key: "k", Value: []byte("v")})
+				return err
+			}
+			require.NoError(t, set())
+
+			proxy.Down()
+			err := set()
+			require.Error(t, err)
+			assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+
+			proxy.Up()
+			require.Eventually(t, func() bool { return set() == nil }, 10*time.Second, 50*time.Millisecond,
+				"calls work again once Redis is back, without a restart")
+			resp, err := client.Get(t.Context(), &cachev1.GetRequest{Namespace: ns, Key: "k"})
+			require.NoError(t, err)
+			assert.True(t, resp.GetFound())
+		})
+	}
+}
+
 func TestClusterModeWithOneSeedAddress(t *testing.T) {
 	addrs := testsvc.RedisClusterAddrs(t)
 	r := startRedisCache(t, addrs[:1], "backend:\n  mode: cluster\n")

@@ -47,7 +47,9 @@ type BackendConfig struct {
 	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
 	DialTimeout     time.Duration `yaml:"dial_timeout"`
 	// AutoPipeline sends the single-key commands of concurrent calls to Redis together, in shared
-	// pipelined writes (go-redis autopipelining), which saves system calls under load.
+	// pipelined writes (go-redis autopipelining), which saves system calls under load. Off by
+	// default: go-redis marks it experimental, and a batched command is bounded by go-redis's
+	// own timeouts rather than by the caller's deadline.
 	AutoPipeline bool `yaml:"auto_pipeline"`
 	// TLSEnabled turns on TLS to Redis; TLSCAFile adds a private CA.
 	TLSEnabled bool   `yaml:"tls_enabled"`
