@@ -137,6 +137,13 @@ func TestConformanceOnRedisCluster(t *testing.T) {
 	cachetest.Run(t, r.Conn, cachetest.Options{Raw: newRedisCLI(addrs[0], true)})
 }
 
+func TestConformanceInDevMode(t *testing.T) {
+	r := coretest.Start(t, rediscache.New(), coretest.Options{DevMode: true, DevDataDir: t.TempDir()})
+	r.WaitHealth(t, cacheServiceName, healthpb.HealthCheckResponse_SERVING, 15*time.Second)
+	assert.True(t, r.Logs.Contains("DEV MODE"), "dev mode is clearly logged")
+	cachetest.Run(t, r.Conn, cachetest.Options{})
+}
+
 func TestConformanceWithAutoPipelining(t *testing.T) {
 	t.Run("single redis", func(t *testing.T) {
 		addr := testsvc.RedisAddr(t)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -33,6 +34,10 @@ type Plugin struct {
 
 	settings atomic.Pointer[settings]
 	current  atomic.Pointer[store]
+
+	// dev serves from devRedis, an embedded Redis (--dev).
+	dev      bool
+	devRedis *miniredis.Miniredis
 
 	// reconfigMu orders reloads; retiring tracks replaced clients until they are closed.
 	reconfigMu sync.Mutex
@@ -92,6 +97,11 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 // Start implements core.Plugin. go-redis connects lazily, so a Redis that is down or refuses the
 // credentials shows up in Health, not here.
 func (p *Plugin) Start(context.Context) error {
+	if p.dev {
+		if err := p.startDevRedis(); err != nil {
+			return err
+		}
+	}
 	st, err := newStore(p.backend, p.metrics)
 	if err != nil {
 		return err
@@ -192,10 +202,15 @@ func (p *Plugin) Stop(context.Context) error {
 		}
 	})
 	p.retiring.Wait()
+	var err error
 	if st := p.current.Swap(nil); st != nil {
-		return st.client.Close()
+		err = st.client.Close()
 	}
-	return nil
+	if p.devRedis != nil {
+		p.devRedis.Close()
+		p.devRedis = nil
+	}
+	return err
 }
 
 // store returns the store in force, or UNAVAILABLE before Start and after Stop.
@@ -247,6 +262,13 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 			restart = append(restart, path)
 			next.limits = old.limits
 		}
+	}
+	if p.dev {
+		// The embedded Redis stays; only the request settings change.
+		dev := *p.backend
+		dev.KeyPrefix, dev.DefaultTTL, dev.TTLJitter = backend.KeyPrefix, backend.DefaultTTL, backend.TTLJitter
+		backend, reconnect = &dev, false
+		next = newSettings(backend, &next.limits)
 	}
 	if reconnect && p.current.Load() != nil {
 		st, err := newStore(backend, p.metrics)
@@ -300,6 +322,7 @@ var (
 	_ core.Reconfigurer       = (*Plugin)(nil)
 	_ core.MessageSizer       = (*Plugin)(nil)
 	_ core.CapabilityReporter = (*Plugin)(nil)
+	_ core.DevModeSupporter   = (*Plugin)(nil)
 )
 
 var _ prometheus.Collector = (*poolCollector)(nil)
