@@ -67,7 +67,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	s := &suite{client: streamv1.NewStreamServiceClient(conn), opts: opts}
 	tests := []struct {
 		name string
-		run  func(t *testing.T)
+		run  func(e env)
 	}{
 		{"publish acks every record in request order", s.publishAcks},
 		{"records keep key, value, headers and timestamp", s.roundTrip},
@@ -96,7 +96,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.run(t)
+			tc.run(env{t: t})
 		})
 	}
 }
@@ -107,6 +107,12 @@ func Group(tb testing.TB) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return "st-group-" + hex.EncodeToString(b)
+}
+
+// env is what one conformance case runs with; cases take it as one value so they read as tests,
+// not helpers.
+type env struct {
+	t *testing.T
 }
 
 type suite struct {
@@ -332,7 +338,8 @@ func requireCode(t *testing.T, err error, code codes.Code, contains string) {
 	}
 }
 
-func (s *suite) publishAcks(t *testing.T) {
+func (s *suite) publishAcks(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 3)
 	var recs []*streamv1.Record
 	for i := range 12 {
@@ -356,7 +363,8 @@ func (s *suite) publishAcks(t *testing.T) {
 	assert.Less(t, acks[1].GetOffset(), acks[2].GetOffset())
 }
 
-func (s *suite) roundTrip(t *testing.T) {
+func (s *suite) roundTrip(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	ts := time.UnixMilli(time.Now().Add(-time.Hour).UnixMilli()).UTC()
 	full := Record("key-1", "value-1", "h1", "a", "h2", "", "h1", "b")
@@ -389,7 +397,8 @@ func (s *suite) roundTrip(t *testing.T) {
 	assert.True(t, msgs[2].GetTimestamp().AsTime().After(before), "an unset timestamp becomes the publish time")
 }
 
-func (s *suite) publishStream(t *testing.T) {
+func (s *suite) publishStream(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	stream, err := s.client.PublishStream(t.Context())
 	require.NoError(t, err)
@@ -413,7 +422,8 @@ func (s *suite) publishStream(t *testing.T) {
 	assert.Len(t, msgs, 3*requests)
 }
 
-func (s *suite) publishStreamError(t *testing.T) {
+func (s *suite) publishStreamError(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	stream, err := s.client.PublishStream(t.Context())
 	require.NoError(t, err)
@@ -426,7 +436,8 @@ func (s *suite) publishStreamError(t *testing.T) {
 	requireCode(t, err, codes.InvalidArgument, "records")
 }
 
-func (s *suite) publishInvalid(t *testing.T) {
+func (s *suite) publishInvalid(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	big := make([]byte, s.opts.Limits.MaxValueBytes+1)
 	tooMany := make([]*streamv1.Record, s.opts.Limits.MaxRecordsPerPublish+1)
@@ -461,7 +472,8 @@ func (s *suite) publishInvalid(t *testing.T) {
 	}
 }
 
-func (s *suite) unknownTopic(t *testing.T) {
+func (s *suite) unknownTopic(e env) {
+	t := e.t
 	missing := "st-missing-" + hex.EncodeToString([]byte(Group(t)))[:16]
 	_, err := s.client.Publish(t.Context(), &streamv1.PublishRequest{Topic: missing, Records: []*streamv1.Record{Record("", "x")}})
 	requireCode(t, err, codes.NotFound, missing)
@@ -471,7 +483,8 @@ func (s *suite) unknownTopic(t *testing.T) {
 	requireCode(t, sb.Err(t), codes.NotFound, missing)
 }
 
-func (s *suite) atLimits(t *testing.T) {
+func (s *suite) atLimits(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	recs := make([]*streamv1.Record, s.opts.Limits.MaxRecordsPerPublish)
 	for i := range recs {
@@ -483,7 +496,8 @@ func (s *suite) atLimits(t *testing.T) {
 	s.publish(t, topic, &streamv1.Record{Value: value})
 }
 
-func (s *suite) perKeyOrder(t *testing.T) {
+func (s *suite) perKeyOrder(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 3)
 	const keys, perKey = 6, 40
 	stream, err := s.client.PublishStream(t.Context())
@@ -516,7 +530,8 @@ func (s *suite) perKeyOrder(t *testing.T) {
 	}
 }
 
-func (s *suite) tailPositions(t *testing.T) {
+func (s *suite) tailPositions(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "old", 5)
 	msgs, err := Tail(t, s.client, &streamv1.TailRequest{Topic: topic, Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}})
@@ -543,7 +558,8 @@ func (s *suite) tailPositions(t *testing.T) {
 	assert.Equal(t, seq("new", 0, 3), values(got))
 }
 
-func (s *suite) tailTimeRange(t *testing.T) {
+func (s *suite) tailTimeRange(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	base := time.UnixMilli(time.Now().Add(-time.Hour).UnixMilli())
 	var recs []*streamv1.Record
@@ -572,7 +588,8 @@ func (s *suite) tailTimeRange(t *testing.T) {
 	assert.Empty(t, msgs)
 }
 
-func (s *suite) tailLastN(t *testing.T) {
+func (s *suite) tailLastN(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	s.publishN(t, topic, 0, "p0", 10)
 	s.publishN(t, topic, 1, "p1", 2)
@@ -586,7 +603,8 @@ func (s *suite) tailLastN(t *testing.T) {
 	assert.Equal(t, seq("p0", 7, 10), byPart[0], "in offset order")
 }
 
-func (s *suite) tailFollowEnd(t *testing.T) {
+func (s *suite) tailFollowEnd(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	s.publishN(t, topic, 0, "before", 2)
 	end := time.Now().Add(3 * time.Second)
@@ -615,7 +633,8 @@ func (s *suite) tailFollowEnd(t *testing.T) {
 	assert.ElementsMatch(t, append(seq("before", 0, 2), seq("during", 0, 2)...), values(got))
 }
 
-func (s *suite) tailPartitions(t *testing.T) {
+func (s *suite) tailPartitions(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 3)
 	s.publishN(t, topic, 0, "p0", 2)
 	s.publishN(t, topic, 1, "p1", 2)
@@ -625,7 +644,8 @@ func (s *suite) tailPartitions(t *testing.T) {
 	assert.ElementsMatch(t, append(seq("p0", 0, 2), seq("p2", 0, 2)...), values(msgs))
 }
 
-func (s *suite) tailInvalid(t *testing.T) {
+func (s *suite) tailInvalid(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	earliest := &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}
 	now := time.Now()
@@ -650,7 +670,8 @@ func (s *suite) tailInvalid(t *testing.T) {
 	}
 }
 
-func (s *suite) ackedNotRedelivered(t *testing.T) {
+func (s *suite) ackedNotRedelivered(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	group := Group(t)
 	s.publishN(t, topic, 0, "first", 5)
@@ -670,7 +691,8 @@ func (s *suite) ackedNotRedelivered(t *testing.T) {
 	assert.Equal(t, int32(1), fresh[0].GetDeliveryAttempt())
 }
 
-func (s *suite) unackedRedelivered(t *testing.T) {
+func (s *suite) unackedRedelivered(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	group := Group(t)
 	s.publishN(t, topic, 0, "m", 6)
@@ -689,7 +711,8 @@ func (s *suite) unackedRedelivered(t *testing.T) {
 	b.AckAll(t, again)
 }
 
-func (s *suite) nackRedelivers(t *testing.T) {
+func (s *suite) nackRedelivers(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "n", 2)
 	sb := Subscribe(t, s.client, s.sub(topic, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST))
@@ -711,7 +734,8 @@ func (s *suite) nackRedelivers(t *testing.T) {
 	sb.None(t, 300*time.Millisecond)
 }
 
-func (s *suite) attemptsCarryOver(t *testing.T) {
+func (s *suite) attemptsCarryOver(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	group := Group(t)
 	s.publishN(t, topic, 0, "c", 2)
@@ -729,7 +753,8 @@ func (s *suite) attemptsCarryOver(t *testing.T) {
 	b.AckAll(t, again)
 }
 
-func (s *suite) flowMessages(t *testing.T) {
+func (s *suite) flowMessages(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "f", 10)
 	sub := s.sub(topic, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST)
@@ -752,7 +777,8 @@ func (s *suite) flowMessages(t *testing.T) {
 	assert.Equal(t, seq("f", 4, 7), values(rest))
 }
 
-func (s *suite) flowBytes(t *testing.T) {
+func (s *suite) flowBytes(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	payload := make([]byte, 100)
 	var recs []*streamv1.Record
@@ -771,7 +797,8 @@ func (s *suite) flowBytes(t *testing.T) {
 	sb.None(t, 300*time.Millisecond)
 }
 
-func (s *suite) ignoredAcks(t *testing.T) {
+func (s *suite) ignoredAcks(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "i", 1)
 	sb := Subscribe(t, s.client, s.sub(topic, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST))
@@ -784,7 +811,8 @@ func (s *suite) ignoredAcks(t *testing.T) {
 	assert.Equal(t, []string{m.GetAckId()}, sb.Ignored(t))
 }
 
-func (s *suite) subscribeInvalid(t *testing.T) {
+func (s *suite) subscribeInvalid(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 1)
 	tests := []struct {
 		name  string
@@ -812,7 +840,8 @@ func (s *suite) subscribeInvalid(t *testing.T) {
 	})
 }
 
-func (s *suite) groupsIndependent(t *testing.T) {
+func (s *suite) groupsIndependent(e env) {
+	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	s.publishN(t, topic, 0, "g", 3)
 	s.publishN(t, topic, 1, "h", 3)

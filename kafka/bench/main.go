@@ -190,7 +190,7 @@ func run(s settings) error {
 		}
 		d, p, err := compare(ctx, produceOne, publishOne, conc, s.warmup, s.duration)
 		if err != nil {
-			return fmt.Errorf("Publish: %w", err)
+			return fmt.Errorf("publish: %w", err)
 		}
 		row("Publish 1x1KiB", conc, d, p)
 	}
@@ -248,7 +248,7 @@ func subscribeCase(ctx context.Context, s settings, adm *kadm.Client, direct *kg
 		return err
 	}
 	defer func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer dcancel()
 		_, _ = adm.DeleteTopics(dctx, subTopic)
 	}()
@@ -261,7 +261,7 @@ func subscribeCase(ctx context.Context, s settings, adm *kadm.Client, direct *kg
 	}
 	pc, err := consumePlugin(ctx, plugin, subTopic, s.records)
 	if err != nil {
-		return fmt.Errorf("Subscribe: %w", err)
+		return fmt.Errorf("subscribe: %w", err)
 	}
 	_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t\t\t\t\t\t\n", "Subscribe+ack 1KiB", 1, dc, pc, ratio(pc, dc))
 	return nil

@@ -177,11 +177,6 @@ func (l *LimitsConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// maxRecordBytes is the largest record the limits let through, with room for framing.
-func (l *LimitsConfig) maxRecordBytes() int {
-	return l.MaxKeyBytes + l.MaxValueBytes + l.MaxHeaders*l.MaxHeaderBytes + 1024
-}
-
 func defaultBackend() *BackendConfig {
 	return &BackendConfig{
 		Brokers:                []string{"127.0.0.1:9092"},
@@ -390,7 +385,8 @@ func Schema() config.Schema {
 		MetricsPort: 9191,
 		NewBackend:  func() config.Section { return defaultBackend() },
 		NewLimits:   func() config.Section { return defaultLimits() },
-		EnvAliases: map[string]string{
+		// Names of variables, not credentials.
+		EnvAliases: map[string]string{ //nolint:gosec // G101 sees "PASSWORD" in a variable name
 			"KAFKA_BROKERS":       "backend.brokers",
 			"KAFKA_TOPIC":         "backend.topic",
 			"KAFKA_SASL_USERNAME": "backend.sasl_username",

@@ -59,7 +59,7 @@ func TestLimitsValidation(t *testing.T) {
 
 func TestTopicNames(t *testing.T) {
 	for _, ok := range []string{"a", "orders.v1", "A_b-c.9", strings.Repeat("x", 249)} {
-		assert.NoError(t, validTopicName(ok), ok)
+		require.NoError(t, validTopicName(ok), ok)
 	}
 	for _, bad := range []string{"", ".", "..", "a b", "a/b", "é", strings.Repeat("x", 250)} {
 		assert.Error(t, validTopicName(bad), bad)

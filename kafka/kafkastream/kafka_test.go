@@ -442,8 +442,8 @@ func TestMetrics(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
 		body = string(b)
 		return strings.Contains(body, `prism_kafka_consumer_lag{group="`+group+`",partition="0",topic="`+topic+`"} 1`)
 	}, 20*time.Second, 50*time.Millisecond, "lag of 1 (one message unacked) not reported")

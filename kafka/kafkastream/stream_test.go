@@ -54,34 +54,34 @@ func uniqueName(prefix string) string {
 }
 
 // newTopic creates a fresh topic that is deleted when the test ends.
-func newTopic(t testing.TB, adm *kadm.Client, partitions int) string {
-	t.Helper()
+func newTopic(tb testing.TB, adm *kadm.Client, partitions int) string {
+	tb.Helper()
 	name := uniqueName("prism-test-")
-	createTopic(t, adm, name, partitions)
+	createTopic(tb, adm, name, partitions)
 	return name
 }
 
 // createTopic creates a topic, waits until every partition has a leader, and deletes it at the end.
-func createTopic(t testing.TB, adm *kadm.Client, name string, partitions int) {
-	t.Helper()
+func createTopic(tb testing.TB, adm *kadm.Client, name string, partitions int) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, name)
-	require.NoError(t, err)
-	require.NoError(t, resp.Err)
-	t.Cleanup(func() {
+	require.NoError(tb, err)
+	require.NoError(tb, resp.Err)
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_, _ = adm.DeleteTopics(ctx, name)
 	})
-	waitTopic(t, adm, name, partitions)
+	waitTopic(tb, adm, name, partitions)
 }
 
 // waitTopic waits until the topic has the given partitions, each with a leader: the broker answers
 // CreateTopics before that.
-func waitTopic(t testing.TB, adm *kadm.Client, name string, partitions int) {
-	t.Helper()
-	require.Eventually(t, func() bool {
+func waitTopic(tb testing.TB, adm *kadm.Client, name string, partitions int) {
+	tb.Helper()
+	require.Eventually(tb, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		details, err := adm.ListTopics(ctx, name)
@@ -101,7 +101,10 @@ func TestConformance(t *testing.T) {
 	r := startPlugin(t, "")
 	adm, _ := admin(t)
 	streamtest.Run(t, r.Conn, streamtest.Options{
-		NewTopic: func(tb testing.TB, partitions int) string { return newTopic(tb, adm, partitions) },
+		NewTopic: func(tb testing.TB, partitions int) string {
+			tb.Helper()
+			return newTopic(tb, adm, partitions)
+		},
 	})
 }
 

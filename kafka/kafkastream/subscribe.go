@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -101,11 +102,10 @@ type subscription struct {
 
 // subscribe runs one Subscribe stream until the client ends it, the plugin drains, or an error.
 func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.SubscribeRequest, error), send func(*streamv1.SubscribeResponse) error) error {
-	producer, _, topics, err := p.clients()
+	_, _, topics, err := p.clients()
 	if err != nil {
 		return err
 	}
-	_ = producer
 	first, err := recv()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -177,7 +177,7 @@ func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.Subscribe
 	}
 	cancel(errClientDone)
 	loops.Wait()
-	s.close()
+	s.close(ctx)
 	return result
 }
 
@@ -203,7 +203,7 @@ func (p *Plugin) newSubscription(ctx context.Context, topics *topics, first *str
 		topicIdx:    map[string]int{},
 		parts:       map[topicPartition]*partState{},
 		wake:        make(chan struct{}, 1),
-		epoch:       rand.Uint32() >> 1,
+		epoch:       rand.Uint32() >> 1, //nolint:gosec // uniqueness across streams, not secrecy: ids are validated against state
 		respMax:     limits.MaxResponseBytes,
 		stream:      strconv.FormatUint(p.streamIDs.Add(1), 10),
 		topicByID:   map[[16]byte]string{},
@@ -406,6 +406,9 @@ func (s *subscription) pollLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if err := s.groupError(fetches); err != nil {
+			return err
+		}
 		if err := fetchError(fetches); err != nil {
 			return err
 		}
@@ -419,6 +422,29 @@ func (s *subscription) pollLoop(ctx context.Context) error {
 		fetches.EachRecord(func(r *kgo.Record) { s.held = append(s.held, r) })
 		s.mu.Unlock()
 	}
+}
+
+// groupError ends the stream for group failures that will not heal (authorization, a session
+// timeout the brokers refuse); other session losses are logged and franz-go rejoins.
+func (s *subscription) groupError(fetches kgo.Fetches) error {
+	var out error
+	fetches.EachError(func(_ string, _ int32, err error) {
+		var session *kgo.ErrGroupSession
+		if out != nil || !errors.As(err, &session) {
+			return
+		}
+		switch {
+		case errors.Is(err, kerr.GroupAuthorizationFailed):
+			out = apierr.New(apierr.ErrPermissionDenied, "subscription.group: the plugin's Kafka user may not join group %q", s.group)
+		case errors.Is(err, kerr.TopicAuthorizationFailed):
+			out = apierr.New(apierr.ErrPermissionDenied, "subscription.topics: the plugin's Kafka user may not read them")
+		case errors.Is(err, kerr.InvalidSessionTimeout):
+			out = apierr.New(apierr.ErrFailedPrecondition, "backend.session_timeout is outside the brokers' group.min/max.session.timeout.ms")
+		default:
+			s.log.Warn("consumer group session lost; rejoining", "error", err)
+		}
+	})
+	return out
 }
 
 // next takes what may be sent now: redeliveries first, then held records, within the limits.
@@ -547,8 +573,8 @@ func (s *subscription) recvLoop(ctx context.Context, recv func() (*streamv1.Subs
 				return apierr.Invalid(f.name, "must hold between 1 and %d ids (limits.max_ack_ids), got %d", maxIDs, n)
 			}
 		}
-		ignored := s.settle(req.GetAck().GetAckIds(), true)
-		ignored = append(ignored, s.settle(req.GetNack().GetAckIds(), false)...)
+		ignored := s.settle(ctx, req.GetAck().GetAckIds(), true)
+		ignored = append(ignored, s.settle(ctx, req.GetNack().GetAckIds(), false)...)
 		if len(ignored) > 0 {
 			if err := s.sendResponse(&streamv1.SubscribeResponse{IgnoredAckIds: ignored}); err != nil {
 				return err
@@ -558,7 +584,7 @@ func (s *subscription) recvLoop(ctx context.Context, recv func() (*streamv1.Subs
 }
 
 // settle acks or nacks ids and returns those that matched no outstanding delivery.
-func (s *subscription) settle(ids []string, ack bool) []string {
+func (s *subscription) settle(ctx context.Context, ids []string, ack bool) []string {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -599,7 +625,7 @@ func (s *subscription) settle(ids []string, ack bool) []string {
 	s.wakeLocked()
 	s.mu.Unlock()
 	for _, d := range deadLetters {
-		s.deadLetter(d)
+		s.deadLetter(ctx, d)
 	}
 	return ignored
 }
@@ -622,13 +648,15 @@ func (s *subscription) advanceLocked(st *partState) {
 }
 
 // deadLetter writes a message that used up its attempts to the dead-letter topic and then treats
-// it as acked; if that fails it is delivered again.
-func (s *subscription) deadLetter(d *delivery) {
+// it as acked; if that fails it is delivered again. The write outlives the stream: it is settled
+// in the group only if the partition is still owned when it completes.
+func (s *subscription) deadLetter(ctx context.Context, d *delivery) {
+	ctx = context.WithoutCancel(ctx)
 	producer, _, topics, err := s.p.clients()
 	r := d.rec
 	dlq := deadLetterTopic(s.p.backend.DeadLetterTopic, r.Topic)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), finalCommitTimeout)
+		ctx, cancel := context.WithTimeout(ctx, finalCommitTimeout)
 		_, err = topics.partitions(ctx, "dead_letter_topic", dlq)
 		cancel()
 	}
@@ -650,7 +678,11 @@ func (s *subscription) deadLetter(d *delivery) {
 			kgo.RecordHeader{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(int(d.attempt)))},
 		),
 	}
-	producer.Produce(context.Background(), out, func(_ *kgo.Record, err error) { s.deadLetterDone(d, err) })
+	produceCtx, cancel := context.WithTimeout(ctx, finalCommitTimeout)
+	producer.Produce(produceCtx, out, func(_ *kgo.Record, err error) {
+		cancel()
+		s.deadLetterDone(d, err)
+	})
 }
 
 func (s *subscription) deadLetterDone(d *delivery, err error) {
@@ -817,11 +849,11 @@ func (s *subscription) onOffsetsFetched(_ context.Context, _ *kgo.Client, resp *
 }
 
 // close commits what was acked, leaves the group and releases the stream's metrics.
-func (s *subscription) close() {
+func (s *subscription) close(ctx context.Context) {
 	s.sendMu.Lock()
 	s.closed = true
 	s.sendMu.Unlock()
-	s.commit(context.Background(), s.client, s.pending())
+	s.commit(ctx, s.client, s.pending())
 	s.mu.Lock()
 	s.done = true
 	s.mu.Unlock()

@@ -278,7 +278,8 @@ func tailStart(ctx context.Context, admin *kadm.Client, topic string, parts []in
 func fetchError(fetches kgo.Fetches) error {
 	var out error
 	fetches.EachError(func(topic string, part int32, err error) {
-		if out != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		var session *kgo.ErrGroupSession
+		if out != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.As(err, &session) {
 			return
 		}
 		if errors.Is(err, kgo.ErrClientClosed) {
