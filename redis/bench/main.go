@@ -50,16 +50,23 @@ const (
 
 func main() {
 	if os.Getenv(pluginProcessEnv) != "" {
-		os.Exit(core.Run(nil, rediscache.New()))
+		os.Exit(servePlugin())
 	}
 	duration := flag.Duration("duration", 3*time.Second, "measured time per case")
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "unmeasured time before each case")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	pluginProfile := flag.String("plugin-cpuprofile", "", "write a CPU profile of the plugin process to this file")
 	only := flag.String("only", "", "run only the cases whose name starts with this")
 	conc := flag.Int("conc", 0, "run only this concurrency (default: 1 and 32)")
 	inProcess := flag.Bool("inprocess", false, "serve the plugin inside the benchmark's process")
 	flag.Parse()
 	onlyCase, onlyConc = *only, *conc
+	if *pluginProfile != "" {
+		if err := os.Setenv(pluginProfileEnv, *pluginProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -78,6 +85,26 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// servePlugin is the plugin process: the real plugin, profiled when -plugin-cpuprofile asked.
+func servePlugin() int {
+	if path := os.Getenv(pluginProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench plugin:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench plugin:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	return core.Run(nil, rediscache.New())
+}
+
+// pluginProfileEnv carries -plugin-cpuprofile to the plugin process.
+const pluginProfileEnv = "PRISM_BENCH_PLUGIN_CPUPROFILE"
 
 // onlyCase limits the run to the cases whose name starts with it (-only).
 var onlyCase string
