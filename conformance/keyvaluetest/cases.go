@@ -245,6 +245,23 @@ func testDeleteIdempotency(c testCase) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), retry.GetDeletedCount(), "the first result")
 	assert.Equal(t, "back", string(s.getAll(t, ns, "r")["a"].GetValue()), "the retry deleted nothing")
+
+	// Concurrent duplicates of a whole-record delete all report the first call's count.
+	s.put(t, ns, "r2", items("a", "1", "b", "2", "c", "3")...)
+	counts := make([]int64, 5)
+	var wg sync.WaitGroup
+	for i := range counts {
+		wg.Go(func() {
+			resp, err := s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r2", IdempotencyToken: "del-2"})
+			if assert.NoError(t, err) {
+				counts[i] = resp.GetDeletedCount()
+			}
+		})
+	}
+	wg.Wait()
+	for _, n := range counts {
+		assert.Equal(t, int64(3), n)
+	}
 }
 
 func testTokenScope(c testCase) {
@@ -298,9 +315,18 @@ func testTTL(c testCase) {
 	}, s.opts.ExpiryWait, 50*time.Millisecond, "the short-lived item disappears")
 	got = s.getAll(t, ns, "r")
 	assert.NotContains(t, got, "short")
+	sc, err := s.client.Scan(ctxOf(t), &keyvaluev1.ScanRequest{Namespace: ns})
+	require.NoError(t, err)
+	require.Len(t, sc.GetRecords(), 1)
+	for _, it := range sc.GetRecords()[0].GetItems() {
+		assert.NotEqual(t, "short", string(it.GetKey()), "scans skip expired items too")
+		if string(it.GetKey()) == "long" {
+			assert.NotNil(t, it.GetExpireTime(), "scans report expire_time")
+		}
+	}
 
 	// An expired item counts as absent and is not counted by Delete.
-	_, err := s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("short2", "x"), Preconditions: []*keyvaluev1.Precondition{apc("short")}})
+	_, err = s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("short2", "x"), Preconditions: []*keyvaluev1.Precondition{apc("short")}})
 	require.NoError(t, err)
 	resp, err := s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Keys: [][]byte{[]byte("short")}})
 	require.NoError(t, err)
