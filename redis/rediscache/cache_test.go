@@ -206,6 +206,18 @@ func TestClusterModeWithOneSeedAddress(t *testing.T) {
 	del, err := client.Delete(t.Context(), &cachev1.DeleteRequest{Namespace: ns, Keys: keys})
 	require.NoError(t, err)
 	assert.Equal(t, int64(len(keys)), del.GetDeletedCount())
+
+	// Keys sharing a hash tag share a slot: their MSet is one MULTI/EXEC on one node.
+	tagged := []string{"{user42}:profile", "{user42}:cart", "{user42}:session"}
+	_, err = client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{
+		{Key: tagged[0], Value: []byte("p")}, {Key: tagged[1], Value: []byte("c"), Ttl: durationpb.New(time.Minute)}, {Key: tagged[2], Value: []byte("s")},
+	}})
+	require.NoError(t, err)
+	resp, err = client.MGet(t.Context(), &cachev1.MGetRequest{Namespace: ns, Keys: tagged})
+	require.NoError(t, err)
+	for i, want := range []string{"p", "c", "s"} {
+		assert.Equal(t, want, string(resp.GetEntries()[i].GetValue()))
+	}
 }
 
 func TestDefaultTTLAndJitter(t *testing.T) {

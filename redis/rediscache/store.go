@@ -224,16 +224,14 @@ type msetEntry struct {
 	ttl   time.Duration
 }
 
-// mset writes every entry with its own SET (value and expiry atomic per key). On a single Redis
-// the whole call is one MULTI/EXEC transaction; in cluster mode entries are pipelined to their
-// nodes and a failure can leave some written.
+// mset writes every entry with its own SET (value and expiry atomic per key). On a single Redis,
+// or when every key shares one cluster hash slot, the whole call is one MULTI/EXEC transaction;
+// otherwise entries are pipelined to their nodes and a failure can leave some written.
 func (s *store) mset(ctx context.Context, entries []msetEntry) error {
 	start := time.Now()
-	var pipe redis.Pipeliner
-	if s.cluster {
+	pipe := s.client.TxPipeline()
+	if s.cluster && !sameSlot(entries) {
 		pipe = s.client.Pipeline()
-	} else {
-		pipe = s.client.TxPipeline()
 	}
 	for _, e := range entries {
 		pipe.SetArgs(ctx, e.key, e.value, redis.SetArgs{TTL: e.ttl})
@@ -244,6 +242,17 @@ func (s *store) mset(ctx context.Context, entries []msetEntry) error {
 		return backendError(ctx, "mset", err)
 	}
 	return nil
+}
+
+// sameSlot reports whether every entry's key hashes to the same cluster slot.
+func sameSlot(entries []msetEntry) bool {
+	first := hashSlot(entries[0].key)
+	for _, e := range entries[1:] {
+		if hashSlot(e.key) != first {
+			return false
+		}
+	}
+	return true
 }
 
 // expire sets a new time to live, or removes the expiry when ttl is 0. It reports whether the
