@@ -72,6 +72,10 @@ type BackendConfig struct {
 	BatchMaxBytes int `yaml:"batch_max_bytes"`
 	// ProduceTimeout bounds one produce request to the brokers.
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+	// DeliveryTimeout bounds how long a record may wait for the brokers (e.g. while they are
+	// unreachable) before its Publish fails with UNAVAILABLE; records already sent are awaited,
+	// so the idempotent producer never writes a failed record twice.
+	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
 
 	// Topics is an allow-list of topic globs (path.Match syntax); empty allows every topic.
 	Topics []string `yaml:"topics"`
@@ -186,6 +190,7 @@ func defaultBackend() *BackendConfig {
 		Linger:                 0,
 		BatchMaxBytes:          1 << 20,
 		ProduceTimeout:         10 * time.Second,
+		DeliveryTimeout:        30 * time.Second,
 		TopicPartitions:        -1,
 		TopicReplicationFactor: -1,
 		TopicCacheTTL:          30 * time.Second,
@@ -258,6 +263,9 @@ func (b *BackendConfig) Validate() error {
 	}
 	if b.ProduceTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("produce_timeout: must be at least 100ms, got %s", b.ProduceTimeout))
+	}
+	if b.DeliveryTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("delivery_timeout: must be at least 1s, got %s", b.DeliveryTimeout))
 	}
 	for i, pattern := range b.Topics {
 		if _, err := path.Match(pattern, ""); err != nil || pattern == "" {
@@ -333,6 +341,7 @@ func (b *BackendConfig) producerOptions(partitioner kgo.Partitioner) []kgo.Opt {
 		kgo.ProducerLinger(b.Linger),
 		kgo.ProducerBatchMaxBytes(int32(b.BatchMaxBytes)),
 		kgo.ProduceRequestTimeout(b.ProduceTimeout),
+		kgo.RecordDeliveryTimeout(b.DeliveryTimeout),
 		kgo.RecordPartitioner(partitioner),
 		// Unknown topics are answered NOT_FOUND before producing; a topic deleted meanwhile
 		// should fail fast rather than be retried for long.

@@ -458,3 +458,32 @@ func TestMetrics(t *testing.T) {
 		assert.Contains(t, body, want)
 	}
 }
+
+func TestLimitsReloadLive(t *testing.T) {
+	brokers := strings.Join(testsvc.KafkaBrokers(t), ", ")
+	base := "backend:\n  brokers: [" + brokers + "]\n" + groupTimings
+	r := coretest.Start(t, kafkastream.New(), coretest.Options{YAML: base + "limits:\n  max_records_per_publish: 2\n"})
+	c := client(r)
+	adm, _ := admin(t)
+	topic := newTopic(t, adm, 1)
+	three := []*streamv1.Record{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}}
+	_, err := c.Publish(t.Context(), &streamv1.PublishRequest{Topic: topic, Records: three})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	assert.Contains(t, err.Error(), "limits.max_records_per_publish")
+
+	r.WriteConfig(t, base+"limits:\n  max_records_per_publish: 3\n  max_value_bytes: 2000000\n  not_a_key: 1\n")
+	_, err = r.Server.Reload(t.Context())
+	require.Error(t, err, "an unknown key rejects the reload")
+	r.WriteConfig(t, base+"limits:\n  max_records_per_publish: 3\n  max_value_bytes: 2000000\n  max_publish_bytes: 4000000\n")
+	res, err := r.Server.Reload(t.Context())
+	require.NoError(t, err)
+	assert.Contains(t, res.Changed, "limits.max_records_per_publish")
+	_, err = c.Publish(t.Context(), &streamv1.PublishRequest{Topic: topic, Records: three})
+	require.NoError(t, err)
+
+	// The limits now let a 1.5 MB value through, but the brokers refuse such a record: that is
+	// still the caller's problem, not an outage.
+	_, err = c.Publish(t.Context(), &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{{Value: make([]byte, 1_500_000)}}})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	assert.Contains(t, err.Error(), "records[0]")
+}
