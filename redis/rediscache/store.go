@@ -26,7 +26,7 @@ var persistScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 0 then 
 redis.call('PERSIST', KEYS[1])
 return 1`)
 
-// Condition says when a set writes.
+// condition says when a set writes.
 type condition int
 
 const (
@@ -46,7 +46,7 @@ type store struct {
 	metrics *metrics
 }
 
-// result of a single-key read.
+// getResult is the outcome of a single-key read.
 type getResult struct {
 	found bool
 	value []byte
