@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -106,6 +107,16 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 			tc.run(env{t: t, s: s, ns: Namespace(t)})
 		})
 	}
+}
+
+// RunAddress dials a CacheService at addr (host:port, plaintext) and runs the suite against it,
+// for plugins running outside the test process.
+func RunAddress(t *testing.T, addr string, opts Options) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	Run(t, conn, opts)
 }
 
 // Namespace returns a fresh namespace that matches every plugin's namespace rule.

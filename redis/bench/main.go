@@ -89,7 +89,7 @@ func main() {
 // servePlugin is the plugin process: the real plugin, profiled when -plugin-cpuprofile asked.
 func servePlugin() int {
 	if path := os.Getenv(pluginProfileEnv); path != "" {
-		f, err := os.Create(path)
+		f, err := os.Create(path) //nolint:gosec // the operator names the profile file
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench plugin:", err)
 			return 1

@@ -134,7 +134,7 @@ func TestConformanceOnSingleRedis(t *testing.T) {
 func TestConformanceOnRedisCluster(t *testing.T) {
 	addrs := testsvc.RedisClusterAddrs(t)
 	r := startRedisCache(t, addrs, "")
-	cachetest.Run(t, r.Conn, cachetest.Options{Raw: newRedisCLI(addrs[0], true)})
+	cachetest.RunAddress(t, r.Addr, cachetest.Options{Raw: newRedisCLI(addrs[0], true)})
 }
 
 func TestConformanceInDevMode(t *testing.T) {
