@@ -72,9 +72,11 @@ type BackendConfig struct {
 	BatchMaxBytes int `yaml:"batch_max_bytes"`
 	// ProduceTimeout bounds one produce request to the brokers.
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
-	// DeliveryTimeout bounds how long a record may wait for the brokers (e.g. while they are
-	// unreachable) before its Publish fails with UNAVAILABLE; records already sent are awaited,
-	// so the idempotent producer never writes a failed record twice.
+	// DeliveryTimeout bounds how long a request's records may wait for the brokers (e.g. while
+	// they are unreachable) before the call fails with UNAVAILABLE; records already sent are
+	// awaited, so the idempotent producer never writes a failed record twice. (franz-go's own
+	// record timeout is not used: it counts from the record's timestamp, which callers may set
+	// in the past.)
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
 
 	// Topics is an allow-list of topic globs (path.Match syntax); empty allows every topic.
@@ -341,7 +343,6 @@ func (b *BackendConfig) producerOptions(partitioner kgo.Partitioner) []kgo.Opt {
 		kgo.ProducerLinger(b.Linger),
 		kgo.ProducerBatchMaxBytes(int32(b.BatchMaxBytes)),
 		kgo.ProduceRequestTimeout(b.ProduceTimeout),
-		kgo.RecordDeliveryTimeout(b.DeliveryTimeout),
 		kgo.RecordPartitioner(partitioner),
 		// Unknown topics are answered NOT_FOUND before producing; a topic deleted meanwhile
 		// should fail fast rather than be retried for long.

@@ -139,7 +139,9 @@ func (p *Plugin) publish(ctx context.Context, req *streamv1.PublishRequest) (*st
 		return nil, err
 	}
 	start := time.Now()
-	results := producer.ProduceSync(ctx, prep.records...)
+	pctx, cancel := context.WithTimeout(ctx, p.backend.DeliveryTimeout)
+	defer cancel()
+	results := producer.ProduceSync(pctx, prep.records...)
 	resp := &streamv1.PublishResponse{Sequence: req.GetSequence(), Acks: make([]*streamv1.RecordAck, len(results))}
 	backing := make([]streamv1.RecordAck, len(results))
 	// ProduceSync reports in completion order; acks go back in request order.
@@ -161,7 +163,7 @@ func (p *Plugin) publish(ctx context.Context, req *streamv1.PublishRequest) (*st
 	}
 	if failed >= 0 {
 		p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(results)))
-		return nil, produceError(topics, prep.topic, failed, failure)
+		return nil, produceError(ctx, topics, prep.topic, failed, failure)
 	}
 	p.observeProduce("Publish", start, prep)
 	return resp, nil
@@ -173,12 +175,15 @@ func (p *Plugin) observeProduce(method string, start time.Time, prep *prepared) 
 	p.metrics.produceRecords.WithLabelValues("ok").Add(float64(len(prep.records)))
 }
 
-// produceError maps a producer failure for records[i] to an API error.
-func produceError(topics *topics, topic string, i int, err error) error {
+// produceError maps a producer failure for records[i] to an API error; ctx is the caller's, so
+// that the plugin's own delivery timeout reads as UNAVAILABLE, not as the caller's deadline.
+func produceError(ctx context.Context, topics *topics, topic string, i int, err error) error {
 	field := "records[" + strconv.Itoa(i) + "]"
 	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return err
+	case (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		return apierr.Unavailable("produce to kafka", errors.New("the brokers did not take the records within backend.delivery_timeout"))
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
 		return apierr.Invalid(field, "record is larger than the brokers accept (backend.batch_max_bytes, topic max.message.bytes): %v", err)
 	case errors.Is(err, kerr.InvalidTimestamp):
@@ -197,6 +202,7 @@ type pendingPublish struct {
 	prep      *prepared
 	resp      *streamv1.PublishResponse
 	start     time.Time
+	cancel    context.CancelFunc // ends the request's delivery timeout once every record settled
 	remaining atomic.Int32
 	done      chan struct{}
 	errOnce   sync.Once
@@ -268,15 +274,18 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 		}
 		pp.remaining.Store(int32(n))
 		acks := make([]streamv1.RecordAck, n)
+		var rctx context.Context
+		rctx, pp.cancel = context.WithTimeout(ctx, p.backend.DeliveryTimeout)
 		for i, r := range prep.records {
-			producer.Produce(ctx, r, func(r *kgo.Record, err error) {
+			producer.Produce(rctx, r, func(r *kgo.Record, err error) {
 				if err != nil {
-					pp.fail(i, produceError(topics, prep.topic, i, err))
+					pp.fail(i, produceError(ctx, topics, prep.topic, i, err))
 				} else {
 					acks[i].Partition, acks[i].Offset = r.Partition, r.Offset
 					pp.resp.Acks[i] = &acks[i]
 				}
 				if pp.remaining.Add(-1) == 0 {
+					pp.cancel()
 					close(pp.done)
 				}
 			})
