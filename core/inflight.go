@@ -2,52 +2,34 @@ package core
 
 import (
 	"context"
-	"sync"
+	"sync/atomic"
+	"time"
 )
 
-// inflight counts data calls in progress so a drain can wait for them.
+// inflight counts data calls in progress so a drain can wait for them. The hot path is one
+// atomic add; only a drain waits, so it polls rather than making every call signal.
 type inflight struct {
-	mu   sync.Mutex
-	n    int64
-	zero chan struct{} // closed when n drops to zero
+	n atomic.Int64
 }
 
-func (f *inflight) add() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 {
-		f.zero = make(chan struct{})
-	}
-	f.n++
-}
+func (f *inflight) add()         { f.n.Add(1) }
+func (f *inflight) done()        { f.n.Add(-1) }
+func (f *inflight) count() int64 { return f.n.Load() }
 
-func (f *inflight) done() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.n--
-	if f.n == 0 {
-		close(f.zero)
-	}
-}
-
-func (f *inflight) count() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n
-}
+// drainPoll is how often a drain re-reads the count; it bounds how late a drain notices the
+// last call finishing.
+const drainPoll = 5 * time.Millisecond
 
 // wait blocks until no call is in flight or ctx ends, and returns how many are still running.
 func (f *inflight) wait(ctx context.Context) int64 {
+	ticker := time.NewTicker(drainPoll)
+	defer ticker.Stop()
 	for {
-		f.mu.Lock()
-		if f.n == 0 {
-			f.mu.Unlock()
+		if n := f.count(); n == 0 {
 			return 0
 		}
-		zero := f.zero
-		f.mu.Unlock()
 		select {
-		case <-zero:
+		case <-ticker.C:
 		case <-ctx.Done():
 			return f.count()
 		}

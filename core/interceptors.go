@@ -60,10 +60,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	}
 	defer release()
 	start := time.Now()
-	service, method := splitMethod(info.FullMethod)
-	gauge := s.metrics.inFlight.WithLabelValues(service, method)
-	gauge.Inc()
-	defer gauge.Dec()
+	m := s.metrics.forMethod(info.FullMethod)
+	m.inFlight.Inc()
+	defer m.inFlight.Dec()
 
 	var resp any
 	err = s.atEdge(info.FullMethod, func() error {
@@ -83,10 +82,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	}
 	defer release()
 	start := time.Now()
-	service, method := splitMethod(info.FullMethod)
-	gauge := s.metrics.inFlight.WithLabelValues(service, method)
-	gauge.Inc()
-	defer gauge.Dec()
+	m := s.metrics.forMethod(info.FullMethod)
+	m.inFlight.Inc()
+	defer m.inFlight.Dec()
 
 	// Streams can live for hours; a drain cancels their context so they end and clients move on.
 	ctx, cancel := context.WithCancel(ss.Context())
@@ -123,11 +121,11 @@ func (s *Server) atEdge(fullMethod string, call func() error) (err error) {
 
 // observe records metrics and a log line for a finished call.
 func (s *Server) observe(ctx context.Context, fullMethod string, start time.Time, err error) {
-	service, method := splitMethod(fullMethod)
+	m := s.metrics.forMethod(fullMethod)
 	code := status.Code(err)
 	elapsed := time.Since(start)
-	s.metrics.handled.WithLabelValues(service, method, code.String()).Inc()
-	s.metrics.latency.WithLabelValues(service, method).Observe(elapsed.Seconds())
+	m.handled(code).Inc()
+	m.latency.Observe(elapsed.Seconds())
 
 	level := slog.LevelDebug
 	switch code {
@@ -140,6 +138,7 @@ func (s *Server) observe(ctx context.Context, fullMethod string, start time.Time
 	if !log.Enabled(ctx, level) {
 		return
 	}
+	service, method := splitMethod(fullMethod)
 	attrs := []slog.Attr{
 		slog.String("service", service), slog.String("method", method),
 		slog.String("code", code.String()), slog.Duration("duration", elapsed),

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
+	"google.golang.org/grpc/codes"
 )
 
 // serverMetrics are core's own metrics; plugins add theirs through Env.Metrics.
@@ -21,6 +24,47 @@ type serverMetrics struct {
 	checks    *prometheus.CounterVec
 	draining  prometheus.Gauge
 	reloads   *prometheus.CounterVec
+
+	// methods caches each method's metric children so a call does not hash label values.
+	methods sync.Map // full method name -> *methodMetrics
+}
+
+// methodMetrics are one method's resolved metric children.
+type methodMetrics struct {
+	service, method string
+	vec             *prometheus.CounterVec
+	latency         prometheus.Observer
+	inFlight        prometheus.Gauge
+	codes           [17]atomic.Pointer[prometheus.Counter] // indexed by codes.Code
+}
+
+func (m *methodMetrics) handled(code codes.Code) prometheus.Counter {
+	if int(code) >= len(m.codes) {
+		return m.vec.WithLabelValues(m.service, m.method, code.String())
+	}
+	if c := m.codes[code].Load(); c != nil {
+		return *c
+	}
+	c := m.vec.WithLabelValues(m.service, m.method, code.String())
+	m.codes[code].Store(&c)
+	return c
+}
+
+// forMethod returns the cached metric children for a full gRPC method name.
+func (sm *serverMetrics) forMethod(fullMethod string) *methodMetrics {
+	if m, ok := sm.methods.Load(fullMethod); ok {
+		return m.(*methodMetrics)
+	}
+	service, method := splitMethod(fullMethod)
+	m := &methodMetrics{
+		service:  service,
+		method:   method,
+		vec:      sm.handled,
+		latency:  sm.latency.WithLabelValues(service, method),
+		inFlight: sm.inFlight.WithLabelValues(service, method),
+	}
+	actual, _ := sm.methods.LoadOrStore(fullMethod, m)
+	return actual.(*methodMetrics)
 }
 
 // latencyBuckets span a loopback hop (tens of µs) to a slow backend call (seconds).
