@@ -92,6 +92,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 		{"unknown and settled ack ids are reported as ignored", s.ignoredAcks},
 		{"invalid subscriptions name the field", s.subscribeInvalid},
 		{"groups are independent of each other", s.groupsIndependent},
+		{"one subscription reads several topics", s.severalTopics},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -858,6 +859,24 @@ func (s *suite) groupsIndependent(e env) {
 	want := append(seq("g", 0, 3), seq("h", 0, 3)...)
 	assert.ElementsMatch(t, want, results[0])
 	assert.ElementsMatch(t, want, results[1])
+}
+
+func (s *suite) severalTopics(e env) {
+	t := e.t
+	first, second := s.opts.NewTopic(t, 1), s.opts.NewTopic(t, 2)
+	s.publishN(t, first, 0, "one", 2)
+	s.publishN(t, second, 1, "two", 2)
+	sb := Subscribe(t, s.client, &streamv1.Subscription{Topics: []string{first, second}, Group: Group(t), Start: streamv1.StartPosition_START_POSITION_EARLIEST})
+	msgs := sb.Next(t, 4)
+	assert.ElementsMatch(t, append(seq("one", 0, 2), seq("two", 0, 2)...), values(msgs))
+	for _, m := range msgs {
+		want := map[string]string{"one": first, "two": second}[string(m.GetValue())[:3]]
+		assert.Equal(t, want, m.GetTopic())
+	}
+	// Ack ids name their topic: acking all of them leaves nothing to ignore or redeliver.
+	sb.AckAll(t, msgs)
+	sb.Nack(t, msgs[0].GetAckId())
+	assert.Equal(t, []string{msgs[0].GetAckId()}, sb.Ignored(t))
 }
 
 // String helps failure messages print messages compactly.

@@ -453,6 +453,7 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*streamv1.Message
+	var slab messageSlab
 	respBytes := 0
 	fits := func(size int64) bool {
 		if s.outstanding >= s.maxMsgs || respBytes >= s.respMax {
@@ -476,7 +477,7 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 		s.outstanding++
 		s.outBytes += d.size
 		respBytes += int(d.size)
-		out = append(out, s.messageLocked(st, d))
+		out = append(out, s.messageLocked(&slab, len(s.redeliver)+1, st, d))
 		s.p.metrics.redeliveries.WithLabelValues(s.group).Inc()
 	}
 	for len(s.held) > 0 {
@@ -508,7 +509,7 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 		s.outstanding++
 		s.outBytes += size
 		respBytes += int(size)
-		out = append(out, s.messageLocked(st, d))
+		out = append(out, s.messageLocked(&slab, min(len(s.held)+1, s.maxMsgs-s.outstanding+1), st, d))
 	}
 	if len(s.held) == 0 {
 		s.held = nil
@@ -521,8 +522,8 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 	return out, room, nil
 }
 
-func (s *subscription) messageLocked(st *partState, d *delivery) *streamv1.Message {
-	m := toMessage(d.rec)
+func (s *subscription) messageLocked(slab *messageSlab, want int, st *partState, d *delivery) *streamv1.Message {
+	m := slab.message(d.rec, want)
 	m.DeliveryAttempt = d.attempt
 	m.AckId = ackID{topic: st.topicIdx, partition: d.rec.Partition, epoch: st.epoch, offset: d.rec.Offset, attempt: d.attempt}.String()
 	return m

@@ -118,7 +118,10 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 			return err
 		}
 		var sendErr error
+		var slab messageSlab
+		left := fetches.NumRecords()
 		fetches.EachRecord(func(r *kgo.Record) {
+			left--
 			st := state[r.Partition]
 			if sendErr != nil || st == nil || st.done || r.Offset < st.next {
 				return
@@ -131,7 +134,7 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 			if !req.GetFollow() && st.next >= st.end {
 				st.done = true
 			}
-			batch = append(batch, toMessage(r))
+			batch = append(batch, slab.message(r, left+1))
 			batchBytes += len(r.Key) + len(r.Value)
 			if batchBytes >= limits.MaxResponseBytes || len(batch) >= 1000 {
 				sendErr = flush()
@@ -293,14 +296,28 @@ func fetchError(fetches kgo.Fetches) error {
 
 // toMessage converts a fetched record; ack_id and delivery_attempt are left for Subscribe.
 func toMessage(r *kgo.Record) *streamv1.Message {
-	m := &streamv1.Message{
-		Topic:     r.Topic,
-		Partition: r.Partition,
-		Offset:    r.Offset,
-		Key:       r.Key,
-		Value:     r.Value,
-		Timestamp: timestamppb.New(r.Timestamp),
+	var a messageSlab
+	return a.message(r, 1)
+}
+
+// messageSlab allocates the messages of one response together, which keeps the allocator out of
+// the per-message cost of Subscribe and Tail.
+type messageSlab struct {
+	msgs []streamv1.Message
+	ts   []timestamppb.Timestamp
+}
+
+// message converts r; want is how many more messages the caller expects to need.
+func (a *messageSlab) message(r *kgo.Record, want int) *streamv1.Message {
+	if len(a.msgs) == 0 {
+		n := min(max(want, 1), 1024)
+		a.msgs = make([]streamv1.Message, n)
+		a.ts = make([]timestamppb.Timestamp, n)
 	}
+	m, ts := &a.msgs[0], &a.ts[0]
+	a.msgs, a.ts = a.msgs[1:], a.ts[1:]
+	ts.Seconds, ts.Nanos = r.Timestamp.Unix(), int32(r.Timestamp.Nanosecond())
+	m.Topic, m.Partition, m.Offset, m.Key, m.Value, m.Timestamp = r.Topic, r.Partition, r.Offset, r.Key, r.Value, ts
 	if len(r.Headers) > 0 {
 		m.Headers = make([]*streamv1.Header, len(r.Headers))
 		hs := make([]streamv1.Header, len(r.Headers))
