@@ -294,13 +294,8 @@ func fetchError(fetches kgo.Fetches) error {
 	return out
 }
 
-// toMessage converts a fetched record; ack_id and delivery_attempt are left for Subscribe.
-func toMessage(r *kgo.Record) *streamv1.Message {
-	var a messageSlab
-	return a.message(r, 1)
-}
-
-// messageSlab allocates the messages of one response together, which keeps the allocator out of
+// messageSlab converts fetched records to messages (ack_id and delivery_attempt are left for
+// Subscribe). It allocates the messages of one response together, which keeps the allocator out of
 // the per-message cost of Subscribe and Tail.
 type messageSlab struct {
 	msgs []streamv1.Message
