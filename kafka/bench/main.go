@@ -178,11 +178,13 @@ func run(s settings) error {
 			_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
 			return err
 		}
-		d, p, err := compare(ctx, produceOne, hop, 1, s.warmup, s.duration/2)
-		if err != nil {
-			return fmt.Errorf("ref: %w", err)
+		for _, conc := range []int{1, 32} {
+			d, p, err := compare(ctx, produceOne, hop, conc, s.warmup, s.duration/2)
+			if err != nil {
+				return fmt.Errorf("ref: %w", err)
+			}
+			row("ref: gRPC hop only", conc, d, p)
 		}
-		row("ref: gRPC hop only", 1, d, p)
 	}
 	for _, conc := range []int{1, 32} {
 		if !want("Publish 1x") || s.only == "PublishStream" {
