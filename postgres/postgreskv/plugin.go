@@ -43,6 +43,10 @@ type Plugin struct {
 
 	// kv is set once the schema is migrated; until then data calls answer UNAVAILABLE.
 	kv atomic.Pointer[Store]
+	// devDir is set by EnableDevMode: the plugin then serves from SQLite in devDir (devKV)
+	// and never touches PostgreSQL.
+	devDir string
+	devKV  atomic.Pointer[sqliteStore]
 	// migrating admits one migration attempt at a time; waiters give up with their context.
 	migrating chan struct{}
 
@@ -60,9 +64,13 @@ func New() *Plugin { return &Plugin{migrating: make(chan struct{}, 1)} }
 
 // Info implements core.Plugin.
 func (p *Plugin) Info() core.Info {
+	backend := "postgresql"
+	if p.devDir != "" {
+		backend = devBackend
+	}
 	return core.Info{
 		Name:     "postgres",
-		Backend:  "postgresql",
+		Backend:  backend,
 		Services: []string{keyvaluev1.KeyValueService_ServiceDesc.ServiceName},
 	}
 }
@@ -122,20 +130,28 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 // Start implements core.Plugin. The pool connects lazily and the schema is migrated on the first
 // health check that reaches the database, so a database that is down or refuses the credentials
 // shows up in Health, not here.
+//
+// In dev mode Start opens (or creates) the SQLite database instead, and fails if it cannot.
 func (p *Plugin) Start(ctx context.Context) error {
-	pc, err := p.backend.poolConfig()
-	if err != nil {
-		return err
-	}
 	// The pool and the purge outlive Start's context; Stop ends them.
 	ctx = context.WithoutCancel(ctx)
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return fmt.Errorf("create postgres pool: %w", err)
+	if p.devDir != "" {
+		if err := p.startDev(ctx); err != nil {
+			return err
+		}
+	} else {
+		pc, err := p.backend.poolConfig()
+		if err != nil {
+			return err
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, pc)
+		if err != nil {
+			return fmt.Errorf("create postgres pool: %w", err)
+		}
+		p.mu.Lock()
+		p.pool = pool
+		p.mu.Unlock()
 	}
-	p.mu.Lock()
-	p.pool = pool
-	p.mu.Unlock()
 	bgCtx, cancel := context.WithCancel(ctx)
 	p.bgCtx, p.bgCancel = bgCtx, cancel
 	p.bg.Add(1)
@@ -147,8 +163,15 @@ func (p *Plugin) Start(ctx context.Context) error {
 }
 
 // Health implements core.Plugin with a real round trip, migrating the schema the first time the
-// database answers.
+// database answers. In dev mode it queries SQLite.
 func (p *Plugin) Health(ctx context.Context) error {
+	if p.devDir != "" {
+		st := p.devKV.Load()
+		if st == nil {
+			return errors.New("sqlite store not started")
+		}
+		return st.ping(ctx)
+	}
 	pool := p.currentPool()
 	if pool == nil {
 		return errors.New("postgres pool not started")
@@ -156,13 +179,40 @@ func (p *Plugin) Health(ctx context.Context) error {
 	if err := pool.Ping(ctx); err != nil {
 		return apierr.Unavailable("ping postgres", err)
 	}
-	_, err := p.store(ctx)
+	_, err := p.pgStore(ctx)
 	return err
 }
 
-// store returns the Store once the schema is migrated, migrating it if this is the first call
+// store returns the store data calls use: SQLite in dev mode, else PostgreSQL once its schema
+// is migrated.
+func (p *Plugin) store(ctx context.Context) (kvStore, error) {
+	if p.devDir != "" {
+		if st := p.devKV.Load(); st != nil {
+			return st, nil
+		}
+		return nil, apierr.Unavailable("sqlite", errors.New("plugin not started"))
+	}
+	st, err := p.pgStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// current returns the store in use without waiting for a migration, or nil.
+func (p *Plugin) current() kvStore {
+	if st := p.devKV.Load(); st != nil {
+		return st
+	}
+	if st := p.kv.Load(); st != nil {
+		return st
+	}
+	return nil
+}
+
+// pgStore returns the Store once the schema is migrated, migrating it if this is the first call
 // that reaches the database.
-func (p *Plugin) store(ctx context.Context) (*Store, error) {
+func (p *Plugin) pgStore(ctx context.Context) (*Store, error) {
 	if st := p.kv.Load(); st != nil {
 		return st, nil
 	}
@@ -273,6 +323,11 @@ func (p *Plugin) Stop(context.Context) error {
 	if pool != nil {
 		pool.Close()
 	}
+	if st := p.devKV.Swap(nil); st != nil {
+		if err := st.Close(); err != nil {
+			return fmt.Errorf("close sqlite: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -291,7 +346,7 @@ func (p *Plugin) purgeLoop(ctx context.Context) {
 			return
 		case <-time.After(time.Duration(p.purgeEvery.Load())):
 		}
-		st := p.kv.Load()
+		st := p.current()
 		if st == nil {
 			continue
 		}
@@ -335,8 +390,12 @@ func (p *Plugin) Reconfigure(ctx context.Context, cfg *config.Config, changed []
 	if err != nil {
 		return nil, err
 	}
-	live := append([]string{"backend.idempotency_retention", "backend.purge_interval", "backend.purge_batch_size"}, connectionKeys...)
-	if slices.ContainsFunc(changed, func(path string) bool { return slices.Contains(connectionKeys, path) }) {
+	live := []string{"backend.idempotency_retention", "backend.purge_interval", "backend.purge_batch_size"}
+	// In dev mode there is no pool to swap: connection settings only matter without --dev.
+	if p.devDir == "" {
+		live = append(live, connectionKeys...)
+	}
+	if p.devDir == "" && slices.ContainsFunc(changed, func(path string) bool { return slices.Contains(connectionKeys, path) }) {
 		if err := p.swapPool(ctx, b); err != nil {
 			return nil, err
 		}
@@ -380,6 +439,11 @@ func (p *Plugin) Capabilities() map[string]string {
 		"transactions":          "single-record",
 		"schema_version":        strconv.Itoa(SchemaVersion()),
 	}
+	if p.devDir != "" {
+		// GetInfo's backend field comes from Info before EnableDevMode, so say it here too.
+		caps["backend"] = devBackend
+		caps["schema_version"] = strconv.Itoa(len(sqliteMigrations))
+	}
 	if l != nil {
 		caps["max_value_bytes"] = strconv.Itoa(l.MaxValueBytes)
 		caps["max_key_bytes"] = strconv.Itoa(l.MaxKeyBytes)
@@ -396,4 +460,5 @@ var (
 	_ core.Reconfigurer       = (*Plugin)(nil)
 	_ core.MessageSizer       = (*Plugin)(nil)
 	_ core.CapabilityReporter = (*Plugin)(nil)
+	_ core.DevModeSupporter   = (*Plugin)(nil)
 )

@@ -8,6 +8,24 @@ import (
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
+// kvStore is what the gRPC adapter and the purge loop need from a backend: *Store on
+// PostgreSQL, or *sqliteStore in dev mode. Requests arrive validated against the limits; errors
+// come back as apierr kinds (ABORTED for a failed precondition, INVALID_ARGUMENT for a bad page
+// token or a reused idempotency token, UNAVAILABLE for backend trouble).
+type kvStore interface {
+	// Put writes items atomically and returns their new versions in request order.
+	Put(ctx context.Context, r PutRequest) ([]int64, error)
+	// Delete removes items (all of the record when r.Keys is empty) and counts the live ones.
+	Delete(ctx context.Context, r DeleteRequest) (int64, error)
+	// Get returns one page of a record's live items in key order and the next page's token.
+	Get(ctx context.Context, r GetRequest) ([]Item, string, error)
+	// Scan returns one page of a namespace's live items in (id, key) order.
+	Scan(ctx context.Context, r ScanRequest) ([]Record, string, error)
+	// PurgeExpired and PurgeTokens delete up to limit expired items or idempotency tokens.
+	PurgeExpired(ctx context.Context, limit int) (int64, error)
+	PurgeTokens(ctx context.Context, limit int) (int64, error)
+}
+
 // server adapts Plugin to prism.keyvalue.v1.KeyValueService: it validates each request against
 // the limits in force, then calls the Store.
 type server struct {

@@ -663,3 +663,5 @@ func (q *sqlBuilder) arg(v any) string {
 	q.args = append(q.args, v)
 	return "$" + strconv.Itoa(len(q.args))
 }
+
+var _ kvStore = (*Store)(nil)
