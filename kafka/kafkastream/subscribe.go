@@ -135,6 +135,10 @@ func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.Subscribe
 		kgo.RebalanceTimeout(p.backend.RebalanceTimeout),
 		kgo.HeartbeatInterval(p.backend.HeartbeatInterval),
 		kgo.FetchMaxWait(p.backend.FetchMaxWait),
+		// Fetching stops at the outstanding limits, but franz-go still holds one fetch response
+		// ahead; sizing it to the byte limit bounds a paused stream's memory.
+		kgo.FetchMaxBytes(int32(min(max(s.maxBytes, 1<<20), 50<<20))),
+		kgo.FetchMaxPartitionBytes(int32(min(max(s.maxBytes, 64<<10), 1<<20))),
 		kgo.OnPartitionsAssigned(s.onAssigned),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onLost),
