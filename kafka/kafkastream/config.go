@@ -102,6 +102,9 @@ type BackendConfig struct {
 	CommitInterval time.Duration `yaml:"commit_interval"`
 	// FetchMaxWait is how long the brokers hold a fetch open waiting for new records.
 	FetchMaxWait time.Duration `yaml:"fetch_max_wait"`
+	// AckDeadline redelivers a message that stays unacked this long on its stream, as if it had
+	// been nacked; 0 turns it off (messages then stay outstanding until the stream ends).
+	AckDeadline time.Duration `yaml:"ack_deadline"`
 	// MaxDeliveryAttempts moves a message to the dead-letter topic when it is nacked on this
 	// attempt; 0 turns dead-lettering off.
 	MaxDeliveryAttempts int `yaml:"max_delivery_attempts"`
@@ -300,6 +303,9 @@ func (b *BackendConfig) Validate() error {
 	}
 	if b.FetchMaxWait < 10*time.Millisecond || b.FetchMaxWait > 30*time.Second {
 		errs = append(errs, fmt.Errorf("fetch_max_wait: must be between 10ms and 30s, got %s", b.FetchMaxWait))
+	}
+	if b.AckDeadline != 0 && (b.AckDeadline < 100*time.Millisecond || b.AckDeadline > 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("ack_deadline: must be 0 (off) or between 100ms and 24h, got %s", b.AckDeadline))
 	}
 	if b.MaxDeliveryAttempts < 0 || b.MaxDeliveryAttempts > 1000 {
 		errs = append(errs, fmt.Errorf("max_delivery_attempts: must be between 0 (off) and 1000, got %d", b.MaxDeliveryAttempts))

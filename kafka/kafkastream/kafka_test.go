@@ -487,3 +487,26 @@ func TestLimitsReloadLive(t *testing.T) {
 	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
 	assert.Contains(t, err.Error(), "records[0]")
 }
+
+func TestAckDeadlineRedelivers(t *testing.T) {
+	r := startPlugin(t, "  ack_deadline: 300ms\n  max_delivery_attempts: 3\n")
+	c := client(r)
+	adm, _ := admin(t)
+	topic := newTopic(t, adm, 1)
+	createTopic(t, adm, topic+".dlq", 1)
+	publishValues(t, c, topic, 0, "slow", "quick")
+	group := streamtest.Group(t)
+	sb := streamtest.Subscribe(t, c, earliest(topic, group))
+	first := sb.Next(t, 2)
+	sb.Ack(t, first[1].GetAckId())
+	again := sb.Next(t, 1)[0]
+	assert.Equal(t, "slow", string(again.GetValue()))
+	assert.Equal(t, int32(2), again.GetDeliveryAttempt())
+	third := sb.Next(t, 1)[0]
+	assert.Equal(t, int32(3), third.GetDeliveryAttempt())
+	// The third attempt expires too: the message goes to the dead-letter topic and the group
+	// moves past it.
+	waitCommitted(t, adm, group, topic, 0, 2)
+	sb.Ack(t, first[0].GetAckId())
+	assert.Equal(t, []string{first[0].GetAckId()}, sb.Ignored(t))
+}

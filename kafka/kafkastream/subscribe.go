@@ -41,6 +41,7 @@ type delivery struct {
 	rec     *kgo.Record
 	attempt int32
 	size    int64
+	sent    time.Time // when this attempt was sent, for backend.ack_deadline
 	acked   bool
 	// parked is true while the message waits for redelivery or dead-lettering: it holds no
 	// flow-control slot and its old ack id is invalid.
@@ -459,6 +460,10 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 	var out []*streamv1.Message
 	var slab messageSlab
 	respBytes := 0
+	var now time.Time
+	if s.p.backend.AckDeadline > 0 {
+		now = time.Now()
+	}
 	fits := func(size int64) bool {
 		if s.outstanding >= s.maxMsgs || respBytes >= s.respMax {
 			return false
@@ -477,6 +482,7 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 		}
 		d.parked = false
 		d.attempt++
+		d.sent = now
 		st.metaVer++
 		s.outstanding++
 		s.outBytes += d.size
@@ -498,7 +504,7 @@ func (s *subscription) next() ([]*streamv1.Message, int, error) {
 		if _, dup := st.inflight[r.Offset]; dup {
 			continue
 		}
-		d := &delivery{rec: r, attempt: 1 + st.priorAttempts(r.Offset), size: size}
+		d := &delivery{rec: r, attempt: 1 + st.priorAttempts(r.Offset), size: size, sent: now}
 		if st.commitNext < 0 {
 			// Committing the first delivered offset keeps unacked messages for the next member
 			// even when the group would otherwise start at the end of the log.
@@ -612,18 +618,13 @@ func (s *subscription) settle(ctx context.Context, ids []string, ack bool) []str
 			ignored = append(ignored, raw)
 			continue
 		}
-		s.outstanding--
-		s.outBytes -= d.size
-		switch {
-		case ack:
+		if ack {
+			s.outstanding--
+			s.outBytes -= d.size
 			d.acked = true
 			s.advanceLocked(st)
-		case s.p.backend.MaxDeliveryAttempts > 0 && int(d.attempt) >= s.p.backend.MaxDeliveryAttempts:
-			d.parked = true
+		} else if s.nackLocked(d) {
 			deadLetters = append(deadLetters, d)
-		default:
-			d.parked = true
-			s.redeliver = append(s.redeliver, d)
 		}
 	}
 	s.p.metrics.outstanding.WithLabelValues(s.group, s.stream).Set(float64(s.outstanding))
@@ -633,6 +634,46 @@ func (s *subscription) settle(ctx context.Context, ids []string, ack bool) []str
 		s.deadLetter(ctx, d)
 	}
 	return ignored
+}
+
+// nackLocked takes an outstanding delivery back: it is queued for redelivery, or reports true
+// when it used up its attempts and must be dead-lettered.
+func (s *subscription) nackLocked(d *delivery) bool {
+	s.outstanding--
+	s.outBytes -= d.size
+	d.parked = true
+	if s.p.backend.MaxDeliveryAttempts > 0 && int(d.attempt) >= s.p.backend.MaxDeliveryAttempts {
+		return true
+	}
+	s.redeliver = append(s.redeliver, d)
+	return false
+}
+
+// expire nacks deliveries older than backend.ack_deadline, as if the client had nacked them.
+func (s *subscription) expire(ctx context.Context, now time.Time) {
+	deadline := s.p.backend.AckDeadline
+	var deadLetters []*delivery
+	s.mu.Lock()
+	expired := 0
+	for _, st := range s.parts {
+		for _, d := range st.inflight {
+			if d.acked || d.parked || now.Sub(d.sent) < deadline {
+				continue
+			}
+			expired++
+			if s.nackLocked(d) {
+				deadLetters = append(deadLetters, d)
+			}
+		}
+	}
+	if expired > 0 {
+		s.p.metrics.outstanding.WithLabelValues(s.group, s.stream).Set(float64(s.outstanding))
+		s.wakeLocked()
+	}
+	s.mu.Unlock()
+	for _, d := range deadLetters {
+		s.deadLetter(ctx, d)
+	}
 }
 
 // advanceLocked moves the commit point over the acked prefix of delivered offsets.
@@ -717,15 +758,24 @@ func (s *subscription) updateLagLocked(topic string, part int32, st *partState) 
 }
 
 // commitLoop commits acked prefixes every commit_interval.
+// It also expires deliveries past backend.ack_deadline, checking a few times per deadline.
 func (s *subscription) commitLoop(ctx context.Context) {
 	t := time.NewTicker(s.p.backend.CommitInterval)
 	defer t.Stop()
+	var expiry <-chan time.Time
+	if d := s.p.backend.AckDeadline; d > 0 {
+		et := time.NewTicker(min(max(d/4, 10*time.Millisecond), time.Second))
+		defer et.Stop()
+		expiry = et.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			s.commit(ctx, s.client, s.pending())
+		case now := <-expiry:
+			s.expire(ctx, now)
 		}
 	}
 }
