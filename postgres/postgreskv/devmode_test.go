@@ -9,7 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	_ "modernc.org/sqlite"
 
@@ -152,4 +154,22 @@ func TestTwoDevPluginsOnOneDirectoryShareVersions(t *testing.T) {
 		require.Greater(t, v, last, "write %d", i)
 		last = v
 	}
+}
+
+func TestDevModeReloadAppliesLimitsAndDefersConnectionSettings(t *testing.T) {
+	t.Parallel()
+	r := startDev(t, t.TempDir(), "")
+	c := kv(r)
+	putOne(t, c, "reload", "r", "k", "a value longer than ten bytes")
+
+	r.WriteConfig(t, "backend:\n  pool_size: 3\nlimits:\n  max_value_bytes: 10\n")
+	res, err := pluginv1.NewPluginServiceClient(r.Conn).Reload(t.Context(), &pluginv1.ReloadRequest{})
+	require.NoError(t, err)
+	assert.Contains(t, res.GetChanged(), "limits.max_value_bytes")
+	assert.Equal(t, []string{"backend.pool_size"}, res.GetRestartRequired(), "there is no pool to swap in dev mode")
+
+	_, err = c.Put(t.Context(), &keyvaluev1.PutRequest{Namespace: "reload", Id: "r", Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Value: []byte("01234567890")}}})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+	assert.Contains(t, status.Convert(err).Message(), "items[0].value: 11 bytes exceeds limits.max_value_bytes (10)")
+	putOne(t, c, "reload", "r", "k", "short")
 }

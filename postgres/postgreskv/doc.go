@@ -6,5 +6,9 @@
 // advisory lock so preconditions (version, absent) are exact. Versions come from one sequence,
 // idempotency tokens and their first results from a second table, and page tokens are
 // HMAC-signed keyset positions. The schema is migrated the first time the database answers,
-// under an advisory lock, so replicas can start together. See postgres/README.md.
+// under an advisory lock, so replicas can start together.
+//
+// In dev mode (--dev, EnableDevMode) the same adapter, validation, page tokens and purge run on
+// an embedded SQLite database (modernc.org/sqlite, pure Go) in one file under the dev data
+// directory: both stores implement kvStore. See postgres/README.md.
 package postgreskv
