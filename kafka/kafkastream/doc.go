@@ -1,3 +1,13 @@
 // Package kafkastream implements the Stream abstraction (prism.stream.v1.StreamService) on Apache
 // Kafka with franz-go.
+//
+// One shared idempotent producer (acks=all) serves Publish and PublishStream. Each Subscribe
+// stream is its own consumer-group member (a franz-go client with auto-commit off), so the plugin
+// keeps no state between streams: delivery state lives in the stream, committed offsets and
+// delivery counts live in Kafka (offset-commit metadata). Each Tail is a groupless client that
+// starts at offsets resolved with ListOffsets and never commits.
+//
+// Files: config.go (backend and limits sections), plugin.go (lifecycle, partitioner),
+// server.go (gRPC adapter), topics.go (names, allow-list, metadata cache, auto-creation),
+// publish.go, subscribe.go (with ackid.go and commitmeta.go), tail.go, metrics.go.
 package kafkastream
