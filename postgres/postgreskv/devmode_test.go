@@ -47,7 +47,7 @@ func TestConformanceInDevMode(t *testing.T) {
 
 func TestDevModeReportsItsBackend(t *testing.T) {
 	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "nested", "data")
+	dir := filepath.Join(t.TempDir(), "nested", "odd ?#%20 name")
 	r := startDev(t, dir, "")
 	info, err := pluginv1.NewPluginServiceClient(r.Conn).GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
 	require.NoError(t, err)

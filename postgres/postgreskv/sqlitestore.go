@@ -84,7 +84,7 @@ func openSQLiteStore(ctx context.Context, path string, retention func() time.Dur
 	// A file: URI with an escaped path, so '?', '#' or '%' in a directory name stay part of it.
 	// synchronous=NORMAL in WAL mode survives a crash of the process, not of the machine.
 	base := "file:" + (&url.URL{Path: filepath.ToSlash(abs)}).EscapedPath() +
-		"?_txlock=immediate&_busy_timeout=10000&_pragma=foreign_keys(0)"
+		"?_txlock=immediate&_busy_timeout=10000"
 	writer, err := sql.Open("sqlite", base+"&_journal_mode=WAL&_synchronous=NORMAL")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", abs, err)
