@@ -112,18 +112,20 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		out = os.Stderr
 	}
 	s.log.Store(newLogger(out, cfg.Log.Format, s.level, s.scrub).With("plugin", cfg.Plugin.Name))
-	s.metrics = newServerMetrics(s.registry, s.info)
 
 	if opts.DevMode {
 		dev, ok := p.(DevModeSupporter)
 		if !ok {
-			return nil, fmt.Errorf("--dev: the %s plugin has no embedded backend yet", s.info.Name)
+			return nil, fmt.Errorf("--dev: the %s plugin has no embedded backend", s.info.Name)
 		}
 		if err := dev.EnableDevMode(opts.DevDataDir); err != nil {
 			return nil, fmt.Errorf("enable dev mode: %w", err)
 		}
-		s.logger().Warn("DEV MODE: serving from an embedded backend; not for production", "data_dir", opts.DevDataDir)
+		// The plugin now names its embedded backend.
+		s.info = p.Info()
+		s.logger().Warn("DEV MODE: serving from an embedded backend; not for production", "backend", s.info.Backend, "data_dir", opts.DevDataDir)
 	}
+	s.metrics = newServerMetrics(s.registry, s.info)
 	env := Env{Logger: s.logger(), Metrics: s.registry, DevMode: opts.DevMode, Draining: s.drainCh}
 	if err := p.Initialize(ctx, cfg, env); err != nil {
 		return nil, fmt.Errorf("initialize %s plugin: %w", s.info.Name, err)
