@@ -72,6 +72,9 @@ type BackendConfig struct {
 	BatchMaxBytes int `yaml:"batch_max_bytes"`
 	// ProduceTimeout bounds one produce request to the brokers.
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+	// MaxBufferedBytes bounds the record bytes the shared producer holds before the brokers
+	// acknowledged them; publishers wait (and PublishStream stops reading) while it is full.
+	MaxBufferedBytes int `yaml:"max_buffered_bytes"`
 	// DeliveryTimeout bounds how long a request's records may wait for the brokers (e.g. while
 	// they are unreachable) before the call fails with UNAVAILABLE; records already sent are
 	// awaited, so the idempotent producer never writes a failed record twice. (franz-go's own
@@ -196,6 +199,7 @@ func defaultBackend() *BackendConfig {
 		BatchMaxBytes:          1 << 20,
 		ProduceTimeout:         10 * time.Second,
 		DeliveryTimeout:        30 * time.Second,
+		MaxBufferedBytes:       256 << 20,
 		TopicPartitions:        -1,
 		TopicReplicationFactor: -1,
 		TopicCacheTTL:          30 * time.Second,
@@ -268,6 +272,9 @@ func (b *BackendConfig) Validate() error {
 	}
 	if b.ProduceTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("produce_timeout: must be at least 100ms, got %s", b.ProduceTimeout))
+	}
+	if b.MaxBufferedBytes < 1<<20 || b.MaxBufferedBytes > 64<<30 {
+		errs = append(errs, fmt.Errorf("max_buffered_bytes: must be between %d and %d, got %d", 1<<20, int64(64<<30), b.MaxBufferedBytes))
 	}
 	if b.DeliveryTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("delivery_timeout: must be at least 1s, got %s", b.DeliveryTimeout))
@@ -349,6 +356,7 @@ func (b *BackendConfig) producerOptions(partitioner kgo.Partitioner) []kgo.Opt {
 		kgo.ProducerLinger(b.Linger),
 		kgo.ProducerBatchMaxBytes(int32(b.BatchMaxBytes)),
 		kgo.ProduceRequestTimeout(b.ProduceTimeout),
+		kgo.MaxBufferedBytes(b.MaxBufferedBytes),
 		kgo.RecordPartitioner(partitioner),
 		// Unknown topics are answered NOT_FOUND before producing; a topic deleted meanwhile
 		// should fail fast rather than be retried for long.

@@ -18,7 +18,8 @@ import (
 )
 
 // publishPipelineDepth bounds how many PublishStream requests may wait for their acks at once;
-// beyond it the stream stops reading, which pushes back on the client through gRPC flow control.
+// beyond it (or when the producer holds backend.max_buffered_bytes) the stream stops reading,
+// which pushes back on the client through gRPC flow control.
 const publishPipelineDepth = 1024
 
 // prepared is a validated PublishRequest turned into producer records.
