@@ -156,11 +156,26 @@ func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.Subscribe
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	var loops sync.WaitGroup
-	loops.Add(2)
+	loops.Add(3)
+	// Polling and sending run apart, so the next batch is fetched and built while gRPC encodes
+	// and writes the previous one.
+	batches := make(chan []*streamv1.Message, 2)
 	go func() {
 		defer loops.Done()
-		if err := s.pollLoop(runCtx); err != nil {
+		defer close(batches)
+		if err := s.pollLoop(runCtx, batches); err != nil {
 			cancel(err)
+		}
+	}()
+	go func() {
+		defer loops.Done()
+		for batch := range batches {
+			if err := s.deliver(batch); err != nil {
+				cancel(err)
+				for range batches {
+				}
+				return
+			}
 		}
 	}()
 	go func() {
@@ -379,15 +394,17 @@ func (s *subscription) wakeLocked() {
 }
 
 // pollLoop fetches while there is room under the outstanding limits and sends the messages.
-func (s *subscription) pollLoop(ctx context.Context) error {
+func (s *subscription) pollLoop(ctx context.Context, batches chan<- []*streamv1.Message) error {
 	for {
 		batch, room, err := s.next()
 		if err != nil {
 			return err
 		}
 		if len(batch) > 0 {
-			if err := s.deliver(batch); err != nil {
-				return err
+			select {
+			case batches <- batch:
+			case <-ctx.Done():
+				return nil
 			}
 			continue
 		}
