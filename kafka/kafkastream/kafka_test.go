@@ -182,9 +182,16 @@ func TestAcksSurvivePluginRestart(t *testing.T) {
 	a.AckAll(t, msgs[:3])
 	a.Ack(t, msgs[4].GetAckId()) // after the gap: must not be committed
 	waitCommitted(t, adm, group, topic, 0, 3)
-	// Stopping the plugin with the stream open drains it: the acked prefix is committed on the way out.
+	tail, err := client(first).Tail(t.Context(), &streamv1.TailRequest{Topic: topic, Follow: true, Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_LATEST}})
+	require.NoError(t, err)
+	_, err = tail.Header()
+	require.NoError(t, err)
+	// Stopping the plugin with the streams open drains them: they end with UNAVAILABLE so clients
+	// move to another replica, and the acked prefix is committed on the way out.
 	require.NoError(t, first.Stop())
 	assert.Equal(t, codes.Unavailable, status.Code(a.Err(t)))
+	_, err = tail.Recv()
+	assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 
 	second := startPlugin(t, "")
 	b := streamtest.Subscribe(t, client(second), earliest(topic, group))
