@@ -608,7 +608,8 @@ func (s *suite) tailFollowEnd(e env) {
 	t := e.t
 	topic := s.opts.NewTopic(t, 2)
 	s.publishN(t, topic, 0, "before", 2)
-	end := time.Now().Add(3 * time.Second)
+	now := time.Now()
+	end := now.Add(3 * time.Second)
 	ctx, cancel := context.WithTimeout(t.Context(), Timeout)
 	defer cancel()
 	stream, err := s.client.Tail(ctx, &streamv1.TailRequest{
@@ -618,7 +619,14 @@ func (s *suite) tailFollowEnd(e env) {
 	require.NoError(t, err)
 	_, err = stream.Header()
 	require.NoError(t, err)
-	s.publishN(t, topic, 1, "during", 2)
+	// Explicit timestamps keep these inside the range however slow the machine is.
+	var during []*streamv1.Record
+	for i := range 2 {
+		r := Record("", "during-"+strconv.Itoa(i))
+		r.Timestamp = timestamppb.New(now)
+		during = append(during, r)
+	}
+	s.publish(t, topic, during...)
 	late := Record("", "after-end")
 	late.Timestamp = timestamppb.New(end.Add(10 * time.Minute))
 	s.publish(t, topic, late)
