@@ -16,7 +16,7 @@ LDFLAGS         := -s -w \
 
 .DEFAULT_GOAL := binaries
 .PHONY: help generate lint vet fmt binaries services services-stop services-status test \
-	bench-postgres bench-kafka bench-redis $(addprefix run-,$(PLUGINS)) \
+	bench-postgres bench-kafka bench-redis run $(addprefix run-,$(PLUGINS)) \
 	build build-debug $(PLUGINS) $(addsuffix -debug,$(PLUGINS)) sizes push clean
 
 help: ## List the targets
@@ -64,6 +64,9 @@ bench-kafka: services ## Stream benchmark: plugin vs direct franz-go
 
 bench-redis: services ## Cache benchmark: plugin vs direct go-redis
 	$(GO) run ./redis/bench
+
+run: binaries ## All three plugins in dev mode (embedded backends) on 9090-9092; Ctrl-C stops
+	bash scripts/run-dev.sh
 
 run-postgres: binaries ## Run the postgres plugin against the local test PostgreSQL
 	DATABASE_URL=$${DATABASE_URL:-postgres://prism:prism@127.0.0.1:5432/prism} bin/postgres-plugin --config postgres/config.yaml
