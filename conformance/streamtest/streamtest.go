@@ -31,6 +31,9 @@ type Options struct {
 	NewTopic func(tb testing.TB, partitions int) string
 	// Limits the plugin enforces; zero fields mean the documented defaults.
 	Limits Limits
+	// AutoCreatesTopics says the plugin creates unknown topics on first use (auto_create_topics,
+	// or a dev backend) instead of answering NOT_FOUND.
+	AutoCreatesTopics bool
 }
 
 // Limits mirror the plugin's `limits` section, so the suite can probe each bound exactly.
@@ -65,16 +68,12 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 		opts.Limits.MaxHeaders = DefaultMaxHeaders
 	}
 	s := &suite{client: streamv1.NewStreamServiceClient(conn), opts: opts}
-	tests := []struct {
-		name string
-		run  func(e env)
-	}{
+	tests := []testCase{
 		{"publish acks every record in request order", s.publishAcks},
 		{"records keep key, value, headers and timestamp", s.roundTrip},
 		{"publish stream answers each request in order with its sequence", s.publishStream},
 		{"publish stream ends with the first failing request's error", s.publishStreamError},
 		{"invalid publish requests name the field", s.publishInvalid},
-		{"unknown topics are not found", s.unknownTopic},
 		{"values at the limit are accepted", s.atLimits},
 		{"records with the same key arrive in order", s.perKeyOrder},
 		{"tail reads from earliest and latest", s.tailPositions},
@@ -94,6 +93,11 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 		{"groups are independent of each other", s.groupsIndependent},
 		{"one subscription reads several topics", s.severalTopics},
 	}
+	if opts.AutoCreatesTopics {
+		tests = append(tests, testCase{"unknown topics are created on first use", s.topicCreated})
+	} else {
+		tests = append(tests, testCase{"unknown topics are not found", s.unknownTopic})
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -105,9 +109,19 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 // Group returns a fresh consumer group name.
 func Group(tb testing.TB) string {
 	tb.Helper()
+	return unique("st-group-")
+}
+
+// unique returns prefix followed by random hex.
+func unique(prefix string) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	return "st-group-" + hex.EncodeToString(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+type testCase struct {
+	name string
+	run  func(e env)
 }
 
 // env is what one conformance case runs with; cases take it as one value so they read as tests,
@@ -475,13 +489,22 @@ func (s *suite) publishInvalid(e env) {
 
 func (s *suite) unknownTopic(e env) {
 	t := e.t
-	missing := "st-missing-" + hex.EncodeToString([]byte(Group(t)))[:16]
+	missing := unique("st-missing-")
 	_, err := s.client.Publish(t.Context(), &streamv1.PublishRequest{Topic: missing, Records: []*streamv1.Record{Record("", "x")}})
 	requireCode(t, err, codes.NotFound, missing)
 	_, err = Tail(t, s.client, &streamv1.TailRequest{Topic: missing, Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}})
 	requireCode(t, err, codes.NotFound, missing)
 	sb := Subscribe(t, s.client, s.sub(missing, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST))
 	requireCode(t, sb.Err(t), codes.NotFound, missing)
+}
+
+func (s *suite) topicCreated(e env) {
+	t := e.t
+	name := unique("st-created-")
+	s.publish(t, name, Record("k", "first"))
+	msgs, err := Tail(t, s.client, &streamv1.TailRequest{Topic: name, Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"first"}, values(msgs))
 }
 
 func (s *suite) atLimits(e env) {

@@ -369,6 +369,9 @@ func (b *BackendConfig) clientOptions() ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(b.Brokers...),
 		kgo.DialTimeout(b.DialTimeout),
+		// A topic created a moment ago (auto_create_topics) must be usable at once; franz-go
+		// otherwise waits up to 5s between metadata refreshes.
+		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
 	var mech sasl.Mechanism
 	user, pass := b.SASLUsername, b.SASLPassword.Reveal()

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 
@@ -31,6 +33,11 @@ type Plugin struct {
 	producer *kgo.Client
 	admin    *kadm.Client
 	topics   *topics
+
+	// dev, devDir and devKafka run the embedded broker of --dev mode.
+	dev      bool
+	devDir   string
+	devKafka *kfake.Cluster
 
 	// streamIDs numbers Subscribe streams for metrics labels.
 	streamIDs atomic.Uint64
@@ -83,6 +90,11 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 // Start implements core.Plugin. franz-go connects lazily, so brokers that are down or refuse the
 // credentials show up in Health, not here.
 func (p *Plugin) Start(context.Context) error {
+	if p.dev && p.devKafka == nil {
+		if err := p.startDevKafka(); err != nil {
+			return err
+		}
+	}
 	opts, err := p.backend.clientOptions()
 	if err != nil {
 		return err
@@ -122,6 +134,10 @@ func (p *Plugin) Stop(context.Context) error {
 	if client != nil {
 		client.Close()
 	}
+	if p.devKafka != nil {
+		p.devKafka.Close()
+		p.devKafka = nil
+	}
 	return nil
 }
 
@@ -153,7 +169,7 @@ func (p *Plugin) MinRecvMessageBytes() int {
 // Capabilities implements core.CapabilityReporter.
 func (p *Plugin) Capabilities() map[string]string {
 	l := p.limits.Load()
-	return map[string]string{
+	caps := map[string]string{
 		"delivery":                "at-least-once",
 		"consumer_groups":         "kafka",
 		"publish_stream":          "true",
@@ -162,6 +178,10 @@ func (p *Plugin) Capabilities() map[string]string {
 		"max_value_bytes":         strconv.Itoa(l.MaxValueBytes),
 		"max_records_per_publish": strconv.Itoa(l.MaxRecordsPerPublish),
 	}
+	if p.devKafka != nil {
+		caps["dev_brokers"] = strings.Join(p.backend.Brokers, ",")
+	}
+	return caps
 }
 
 func (p *Plugin) currentClient() *kgo.Client {
