@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,10 @@ type Plugin struct {
 	dev      bool
 	devDir   string
 	devKafka *kfake.Cluster
+
+	// dial, when set, replaces how the producer client connects (tests route it through a
+	// fault-injecting proxy, since brokers advertise their own addresses).
+	dial func(ctx context.Context, network, host string) (net.Conn, error)
 
 	// streamIDs numbers Subscribe streams for metrics labels.
 	streamIDs atomic.Uint64
@@ -100,6 +105,9 @@ func (p *Plugin) Start(context.Context) error {
 		return err
 	}
 	opts = append(opts, p.backend.producerOptions(manualPartitioner{})...)
+	if p.dial != nil {
+		opts = append(opts, kgo.Dialer(p.dial))
+	}
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("create kafka client: %w", err)
