@@ -50,7 +50,8 @@ func quickStartCommands(t *testing.T) []string {
 // makeRun starts `make run` in its own process group and waits until all three plugins serve.
 type makeRun struct {
 	cmd  *exec.Cmd
-	done chan error
+	done chan struct{} // closed when make exits; err is then set
+	err  error
 	out  *coretest.Buffer
 }
 
@@ -63,8 +64,11 @@ func startMakeRun(t *testing.T, devDir string) *makeRun {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
-	m := &makeRun{cmd: cmd, done: make(chan error, 1), out: out}
-	go func() { m.done <- cmd.Wait() }()
+	m := &makeRun{cmd: cmd, done: make(chan struct{}), out: out}
+	go func() {
+		m.err = cmd.Wait()
+		close(m.done)
+	}()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		select {
@@ -85,6 +89,7 @@ func (m *makeRun) stop(t *testing.T) {
 	require.NoError(t, syscall.Kill(-m.cmd.Process.Pid, syscall.SIGINT))
 	select {
 	case <-m.done:
+		t.Logf("make run exited: %v (make reports an interrupt as an error)", m.err)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("make run did not stop within 30s\n%s", m.out.String())
 	}
@@ -108,8 +113,8 @@ func waitServing(t *testing.T, addr string, m *makeRun) {
 			return
 		}
 		select {
-		case err := <-m.done:
-			t.Fatalf("make run exited (%v) before %s served\n%s", err, addr, m.out.String())
+		case <-m.done:
+			t.Fatalf("make run exited (%v) before %s served\n%s", m.err, addr, m.out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
