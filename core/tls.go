@@ -81,3 +81,23 @@ func (r *tlsReloader) serverConfig() *tls.Config {
 		},
 	}
 }
+
+// BackendTLSConfig is the client TLS configuration plugins use to reach their backends: TLS 1.2
+// or later, the system roots, or only the PEM bundle in caFile when it is set. Errors name the
+// backend.tls_ca_file key.
+func BackendTLSConfig(caFile string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		return tc, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("backend.tls_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("backend.tls_ca_file: no PEM certificates found")
+	}
+	tc.RootCAs = pool
+	return tc, nil
+}

@@ -1,12 +1,9 @@
 package kafkastream
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path"
 	"strings"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
 )
 
@@ -387,17 +385,9 @@ func (b *BackendConfig) clientOptions() ([]kgo.Opt, error) {
 		opts = append(opts, kgo.SASL(mech))
 	}
 	if b.TLSEnabled {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if b.TLSCAFile != "" {
-			pem, err := os.ReadFile(b.TLSCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("backend.tls_ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, errors.New("backend.tls_ca_file: no PEM certificates found")
-			}
-			tc.RootCAs = pool
+		tc, err := core.BackendTLSConfig(b.TLSCAFile)
+		if err != nil {
+			return nil, err
 		}
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}

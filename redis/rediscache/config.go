@@ -1,17 +1,15 @@
 package rediscache
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
 )
 
@@ -213,17 +211,9 @@ func (b *BackendConfig) clientOptions() (*redis.UniversalOptions, error) {
 		ContextTimeoutEnabled: true,
 	}
 	if b.TLSEnabled {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if b.TLSCAFile != "" {
-			pem, err := os.ReadFile(b.TLSCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("backend.tls_ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, errors.New("backend.tls_ca_file: no PEM certificates found")
-			}
-			tc.RootCAs = pool
+		tc, err := core.BackendTLSConfig(b.TLSCAFile)
+		if err != nil {
+			return nil, err
 		}
 		opts.TLSConfig = tc
 	}
