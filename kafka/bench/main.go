@@ -25,28 +25,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"runtime"
-	"runtime/pprof"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core"
-	"github.com/prism-gateway/plugins/core/config"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
+	"github.com/prism-gateway/plugins/internal/benchkit"
 	"github.com/prism-gateway/plugins/kafka/kafkastream"
 )
 
@@ -55,12 +48,8 @@ const (
 	partitions  = 6
 	batchSize   = 100 // records per PublishStream request
 	window      = 64  // requests (of batchSize records) in flight on both sides
-	rounds      = 4   // alternating direct/plugin slices per case
 	outstanding = 10_000
 )
-
-// pluginProcessEnv marks the child process that serves the plugin.
-const pluginProcessEnv = "PRISM_BENCH_PLUGIN_PROCESS"
 
 type settings struct {
 	duration    time.Duration
@@ -74,7 +63,7 @@ type settings struct {
 }
 
 func main() {
-	if os.Getenv(pluginProcessEnv) != "" {
+	if os.Getenv(benchkit.PluginProcessEnv) != "" {
 		os.Exit(core.Run(nil, kafkastream.New()))
 	}
 	var s settings
@@ -87,24 +76,19 @@ func main() {
 	flag.StringVar(&s.only, "only", "", "run only the cases whose name starts with this (Publish, PublishStream, Subscribe, ref)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
 	}
+	defer stopProfile()
 	s.brokers = []string{"127.0.0.1:29092"}
 	if v := os.Getenv("PRISM_TEST_KAFKA_BROKERS"); v != "" {
 		s.brokers = strings.Split(v, ",")
 	}
 	if err := run(s); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		pprof.StopCPUProfile()
+		stopProfile()
 		os.Exit(1)
 	}
 }
@@ -138,7 +122,21 @@ func run(s settings) error {
 		_, _ = adm.DeleteTopics(dctx, topic)
 	}()
 
-	conn, stop, err := startPlugin(ctx, s)
+	conn, stop, err := benchkit.StartPlugin(ctx, benchkit.PluginSpec{
+		New: func() core.Plugin { return kafkastream.New() },
+		Env: map[string]string{
+			"KAFKA_BROKERS":                             strings.Join(s.brokers, ","),
+			"PRISM_BACKEND_LINGER":                      s.linger.String(),
+			"PRISM_BACKEND_COMPRESSION":                 s.compression,
+			"PRISM_METRICS_ENABLED":                     "false",
+			"PRISM_LOG_LEVEL":                           "warn",
+			"PRISM_LIMITS_DEFAULT_OUTSTANDING_MESSAGES": "1000",
+		},
+		Service:   streamv1.StreamService_ServiceDesc.ServiceName,
+		InProcess: s.inProcess,
+		Timeout:   20 * time.Second,
+		Backend:   "Kafka at " + strings.Join(s.brokers, ","),
+	})
 	if err != nil {
 		return err
 	}
@@ -154,12 +152,13 @@ func run(s settings) error {
 	}
 	fmt.Printf("kafka plugin vs direct franz-go: brokers %s, %d CPUs, load average %s, %s per side per case,\n"+
 		"plugin in %s, gRPC over loopback, 1 KiB records, acks=all, idempotent, linger %s, compression %s\n\n",
-		strings.Join(s.brokers, ","), runtime.NumCPU(), loadAverage(), s.duration, where, s.linger, s.compression)
+		strings.Join(s.brokers, ","), runtime.NumCPU(), benchkit.LoadAverage(), s.duration, where, s.linger, s.compression)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	_, _ = fmt.Fprintln(tw, "case\tconc\tdirect rec/s\tplugin rec/s\tratio\tdirect p50\tplugin p50\tadded p50\tdirect p99\tplugin p99\t")
-	row := func(name string, conc int, d, p result) {
-		_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", name, conc, d.throughput, p.throughput,
-			ratio(p.throughput, d.throughput), us(d.p50), us(p.p50), us(p.p50-d.p50), us(d.p99), us(p.p99))
+	row := func(name string, conc int, d, p benchkit.Result) {
+		_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", name, conc, d.Throughput, p.Throughput,
+			benchkit.Ratio(p.Throughput, d.Throughput), benchkit.Micros(d.P50), benchkit.Micros(p.P50),
+			benchkit.Micros(p.P50-d.P50), benchkit.Micros(d.P99), benchkit.Micros(p.P99))
 	}
 
 	// Unary Publish of one record against ProduceSync of one record.
@@ -179,7 +178,7 @@ func run(s settings) error {
 			return err
 		}
 		for _, conc := range []int{1, 32} {
-			d, p, err := compare(ctx, produceOne, hop, conc, s.warmup, s.duration/2)
+			d, p, err := benchkit.Compare(ctx, produceOne, hop, conc, s.warmup, s.duration/2)
 			if err != nil {
 				return fmt.Errorf("ref: %w", err)
 			}
@@ -190,7 +189,7 @@ func run(s settings) error {
 		if !want("Publish 1x") || s.only == "PublishStream" {
 			break
 		}
-		d, p, err := compare(ctx, produceOne, publishOne, conc, s.warmup, s.duration)
+		d, p, err := benchkit.Compare(ctx, produceOne, publishOne, conc, s.warmup, s.duration)
 		if err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
@@ -215,30 +214,30 @@ func run(s settings) error {
 }
 
 // publishStreamCase compares pipelined publishing with the same records in flight on both sides.
-func publishStreamCase(ctx context.Context, s settings, direct *kgo.Client, plugin streamv1.StreamServiceClient, topic string, value []byte, row func(string, int, result, result), want func(string) bool) error {
+func publishStreamCase(ctx context.Context, s settings, direct *kgo.Client, plugin streamv1.StreamServiceClient, topic string, value []byte, row func(string, int, benchkit.Result, benchkit.Result), want func(string) bool) error {
 	if !want("PublishStream") {
 		return nil
 	}
-	var d, p sample
+	var d, p benchkit.Sample
 	if _, err := produceAsync(ctx, direct, topic, value, s.warmup/2); err != nil {
 		return fmt.Errorf("direct produce: %w", err)
 	}
 	if _, err := publishStream(ctx, plugin, topic, value, s.warmup/2); err != nil {
 		return fmt.Errorf("PublishStream: %w", err)
 	}
-	for range rounds {
-		ds, err := produceAsync(ctx, direct, topic, value, s.duration/rounds)
+	for range benchkit.Rounds {
+		ds, err := produceAsync(ctx, direct, topic, value, s.duration/benchkit.Rounds)
 		if err != nil {
 			return fmt.Errorf("direct produce: %w", err)
 		}
-		ps, err := publishStream(ctx, plugin, topic, value, s.duration/rounds)
+		ps, err := publishStream(ctx, plugin, topic, value, s.duration/benchkit.Rounds)
 		if err != nil {
 			return fmt.Errorf("PublishStream: %w", err)
 		}
-		d.merge(ds)
-		p.merge(ps)
+		d.Merge(ds)
+		p.Merge(ps)
 	}
-	row(fmt.Sprintf("PublishStream %dx1KiB", batchSize), window, d.result(batchSize), p.result(batchSize))
+	row(fmt.Sprintf("PublishStream %dx1KiB", batchSize), window, d.Result(batchSize), p.Result(batchSize))
 	return nil
 }
 
@@ -265,7 +264,7 @@ func subscribeCase(ctx context.Context, s settings, adm *kadm.Client, direct *kg
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t\t\t\t\t\t\n", "Subscribe+ack 1KiB", 1, dc, pc, ratio(pc, dc))
+	_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t\t\t\t\t\t\n", "Subscribe+ack 1KiB", 1, dc, pc, benchkit.Ratio(pc, dc))
 	return nil
 }
 
@@ -312,8 +311,8 @@ func createTopic(ctx context.Context, adm *kadm.Client, topic string) error {
 
 // produceAsync produces batchSize-record groups with at most window groups in flight and records
 // each group's latency.
-func produceAsync(ctx context.Context, cl *kgo.Client, topic string, value []byte, d time.Duration) (sample, error) {
-	var s sample
+func produceAsync(ctx context.Context, cl *kgo.Client, topic string, value []byte, d time.Duration) (benchkit.Sample, error) {
+	var s benchkit.Sample
 	sem := make(chan struct{}, window)
 	var mu sync.Mutex
 	var firstErr error
@@ -335,7 +334,7 @@ func produceAsync(ctx context.Context, cl *kgo.Client, topic string, value []byt
 				}
 				if left.Add(-1) == 0 {
 					mu.Lock()
-					s.lat = append(s.lat, time.Since(t0))
+					s.Lat = append(s.Lat, time.Since(t0))
 					mu.Unlock()
 					<-sem
 					wg.Done()
@@ -344,14 +343,14 @@ func produceAsync(ctx context.Context, cl *kgo.Client, topic string, value []byt
 		}
 	}
 	wg.Wait()
-	s.elapsed = time.Since(start)
+	s.Elapsed = time.Since(start)
 	return s, firstErr
 }
 
 // publishStream sends batchSize-record requests on one PublishStream with at most window
 // requests in flight and records each request's latency.
-func publishStream(ctx context.Context, client streamv1.StreamServiceClient, topic string, value []byte, d time.Duration) (sample, error) {
-	var s sample
+func publishStream(ctx context.Context, client streamv1.StreamServiceClient, topic string, value []byte, d time.Duration) (benchkit.Sample, error) {
+	var s benchkit.Sample
 	stream, err := client.PublishStream(ctx)
 	if err != nil {
 		return s, err
@@ -376,7 +375,7 @@ func publishStream(ctx context.Context, client streamv1.StreamServiceClient, top
 				}
 				return
 			}
-			s.lat = append(s.lat, time.Since(t0))
+			s.Lat = append(s.Lat, time.Since(t0))
 			<-sem
 		}
 		recvErr <- nil
@@ -396,7 +395,7 @@ func publishStream(ctx context.Context, client streamv1.StreamServiceClient, top
 	}
 	close(sent)
 	err = <-recvErr
-	s.elapsed = time.Since(start)
+	s.Elapsed = time.Since(start)
 	_ = stream.CloseSend()
 	if err == nil {
 		if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
@@ -501,192 +500,6 @@ func consumePlugin(ctx context.Context, client streamv1.StreamServiceClient, top
 	return float64(n) / elapsed.Seconds(), nil
 }
 
-// startPlugin runs the kafka plugin on a free loopback port, in its own process unless
-// s.inProcess.
-func startPlugin(ctx context.Context, s settings) (*grpc.ClientConn, func(), error) {
-	port := "0"
-	if !s.inProcess {
-		var err error
-		if port, err = freePort(); err != nil {
-			return nil, nil, err
-		}
-	}
-	env := map[string]string{
-		"KAFKA_BROKERS":                             strings.Join(s.brokers, ","),
-		"PRISM_BACKEND_LINGER":                      s.linger.String(),
-		"PRISM_BACKEND_COMPRESSION":                 s.compression,
-		"PRISM_CONTROL_PLANE_HOST":                  "127.0.0.1",
-		"PRISM_CONTROL_PLANE_PORT":                  port,
-		"PRISM_METRICS_ENABLED":                     "false",
-		"PRISM_LOG_LEVEL":                           "warn",
-		"PRISM_LIMITS_DEFAULT_OUTSTANDING_MESSAGES": "1000",
-	}
-	var target string
-	var stop func()
-	if s.inProcess {
-		lookup := func(name string) (string, bool) {
-			if v, ok := os.LookupEnv(name); ok {
-				return v, true
-			}
-			v, ok := env[name]
-			return v, ok
-		}
-		srv, err := core.New(ctx, kafkastream.New(), core.Options{Source: config.Source{LookupEnv: lookup}, LogOutput: io.Discard})
-		if err != nil {
-			return nil, nil, fmt.Errorf("start plugin: %w", err)
-		}
-		serveCtx, cancelServe := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = srv.Serve(serveCtx)
-		}()
-		target = srv.Addr().String()
-		stop = func() {
-			cancelServe()
-			<-done
-		}
-	} else {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, nil, fmt.Errorf("find this binary: %w", err)
-		}
-		cmd := exec.CommandContext(ctx, self) //nolint:gosec // this very binary, run again as the plugin
-		cmd.Env = append(os.Environ(), pluginProcessEnv+"=1")
-		for k, v := range env {
-			if _, set := os.LookupEnv(k); !set {
-				cmd.Env = append(cmd.Env, k+"="+v)
-			}
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			return nil, nil, fmt.Errorf("start plugin process: %w", err)
-		}
-		target = net.JoinHostPort("127.0.0.1", port)
-		stop = func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-		}
-	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("dial plugin: %w", err)
-	}
-	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: streamv1.StreamService_ServiceDesc.ServiceName})
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = conn.Close()
-			stop()
-			return nil, nil, fmt.Errorf("plugin not serving after 20s (is Kafka at %s up? run make services)", strings.Join(s.brokers, ","))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return conn, func() { _ = conn.Close(); stop() }, nil
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	_, port, err := net.SplitHostPort(l.Addr().String())
-	return port, err
-}
-
-type result struct {
-	throughput float64
-	p50, p99   time.Duration
-}
-
-// sample accumulates latencies and elapsed time of several measured slices.
-type sample struct {
-	lat     []time.Duration
-	elapsed time.Duration
-}
-
-func (s *sample) merge(o sample) {
-	s.lat = append(s.lat, o.lat...)
-	s.elapsed += o.elapsed
-}
-
-// result summarizes the sample; each latency entry stands for perOp records.
-func (s *sample) result(perOp int) result {
-	slices.Sort(s.lat)
-	if len(s.lat) == 0 {
-		return result{}
-	}
-	return result{
-		throughput: float64(len(s.lat)*perOp) / s.elapsed.Seconds(),
-		p50:        s.lat[len(s.lat)/2],
-		p99:        s.lat[len(s.lat)*99/100],
-	}
-}
-
-// compare runs direct and plugin in alternating slices from conc goroutines each, in a closed
-// loop: warmup unmeasured, then duration per side measured.
-func compare(ctx context.Context, direct, plugin func(context.Context, int) error, conc int, warmup, duration time.Duration) (result, result, error) {
-	if _, err := loop(ctx, direct, conc, warmup/2); err != nil {
-		return result{}, result{}, fmt.Errorf("direct: %w", err)
-	}
-	if _, err := loop(ctx, plugin, conc, warmup/2); err != nil {
-		return result{}, result{}, fmt.Errorf("plugin: %w", err)
-	}
-	var d, p sample
-	for range rounds {
-		ds, err := loop(ctx, direct, conc, duration/rounds)
-		if err != nil {
-			return result{}, result{}, fmt.Errorf("direct: %w", err)
-		}
-		ps, err := loop(ctx, plugin, conc, duration/rounds)
-		if err != nil {
-			return result{}, result{}, fmt.Errorf("plugin: %w", err)
-		}
-		d.merge(ds)
-		p.merge(ps)
-	}
-	return d.result(1), p.result(1), nil
-}
-
-func loop(ctx context.Context, op func(context.Context, int) error, conc int, d time.Duration) (sample, error) {
-	start := time.Now()
-	end := start.Add(d)
-	var wg sync.WaitGroup
-	errs := make([]error, conc)
-	lat := make([][]time.Duration, conc)
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, 1<<14)
-			for i := w; ; i += conc {
-				t0 := time.Now()
-				if t0.After(end) {
-					break
-				}
-				if err := op(ctx, i); err != nil {
-					errs[w] = err
-					return
-				}
-				local = append(local, time.Since(t0))
-			}
-			lat[w] = local
-		}()
-	}
-	wg.Wait()
-	s := sample{elapsed: time.Since(start)}
-	for _, l := range lat {
-		s.lat = append(s.lat, l...)
-	}
-	return s, errors.Join(errs...)
-}
-
 func cmpOr(a, b error) error {
 	if a != nil {
 		return a
@@ -694,30 +507,8 @@ func cmpOr(a, b error) error {
 	return b
 }
 
-func ratio(a, b float64) float64 {
-	if b == 0 {
-		return 0
-	}
-	return a / b
-}
-
-func us(d time.Duration) string { return fmt.Sprintf("%dus", d.Microseconds()) }
-
 func randomHex() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// loadAverage is the 1-minute load average, to read the numbers against.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	fields := strings.Fields(string(b))
-	if len(fields) == 0 {
-		return "unknown"
-	}
-	return fields[0]
 }

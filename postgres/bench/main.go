@@ -23,11 +23,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/pprof"
 	"runtime/trace"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -42,6 +40,7 @@ import (
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
+	"github.com/prism-gateway/plugins/internal/benchkit"
 	"github.com/prism-gateway/plugins/postgres/postgreskv"
 )
 
@@ -54,22 +53,22 @@ func main() {
 	}
 }
 
+// result is one measured case; its sample's latencies are sorted.
 type result struct {
-	op, path  string
-	conc      int
-	ops       int
-	elapsed   time.Duration
-	latencies []time.Duration
+	op, path string
+	conc     int
+	benchkit.Sample
 }
 
-func (r result) throughput() float64 { return float64(r.ops) / r.elapsed.Seconds() }
+func (r result) throughput() float64 { return float64(len(r.Lat)) / r.Elapsed.Seconds() }
 
+// pct is the nearest-rank percentile p (0 < p <= 1) of the latencies.
 func (r result) pct(p float64) time.Duration {
-	if len(r.latencies) == 0 {
+	if len(r.Lat) == 0 {
 		return 0
 	}
-	i := int(math.Ceil(p*float64(len(r.latencies)))) - 1
-	return r.latencies[max(i, 0)]
+	i := int(math.Ceil(p*float64(len(r.Lat)))) - 1
+	return r.Lat[max(i, 0)]
 }
 
 func run() error {
@@ -82,17 +81,11 @@ func run() error {
 	conns := flag.Int("conns", 1, "gRPC client connections the workers share round-robin")
 	only := flag.String("only", "", "run only cases whose op/conc/path contains this, e.g. get/32/plugin")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return fmt.Errorf("create profile: %w", err)
-		}
-		defer func() { _ = f.Close() }()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("start profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	if *traceFile != "" {
 		f, err := os.Create(*traceFile)
 		if err != nil {
@@ -274,50 +267,23 @@ ON CONFLICT (namespace, id, key) DO UPDATE SET value = EXCLUDED.value, version =
 	return nil
 }
 
-// measure runs fn from conc goroutines in a closed loop.
+// measure runs fn from conc goroutines in a closed loop on records picked at random.
 func measure(ctx context.Context, fn func(context.Context, string) error, id func(int) string, records, conc int, warmup, d time.Duration) (result, error) {
-	loop := func(until time.Time, record bool) ([][]time.Duration, error) {
-		lat := make([][]time.Duration, conc)
-		errs := make([]error, conc)
-		var wg sync.WaitGroup
-		for w := range conc {
-			wg.Go(func() {
-				rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano()))) //nolint:gosec // load pattern
-				for time.Now().Before(until) {
-					start := time.Now()
-					if err := fn(ctx, id(rng.IntN(records))); err != nil {
-						errs[w] = err
-						return
-					}
-					if record {
-						lat[w] = append(lat[w], time.Since(start))
-					}
-				}
-			})
-		}
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				return nil, err
-			}
-		}
-		return lat, nil
+	// Worker w makes calls w, w+conc, ...: i%conc is the worker, so each has its own generator.
+	rngs := make([]*mrand.Rand, conc)
+	for w := range rngs {
+		rngs[w] = mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano()))) //nolint:gosec // load pattern
 	}
-	if _, err := loop(time.Now().Add(warmup), false); err != nil {
+	op := func(ctx context.Context, i int) error { return fn(ctx, id(rngs[i%conc].IntN(records))) }
+	if _, err := benchkit.Loop(ctx, op, conc, warmup); err != nil {
 		return result{}, err
 	}
-	start := time.Now()
-	lat, err := loop(start.Add(d), true)
+	sample, err := benchkit.Loop(ctx, op, conc, d)
 	if err != nil {
 		return result{}, err
 	}
-	r := result{elapsed: time.Since(start)}
-	for _, l := range lat {
-		r.latencies = append(r.latencies, l...)
-	}
-	slices.Sort(r.latencies)
-	r.ops = len(r.latencies)
-	return r, nil
+	slices.Sort(sample.Lat)
+	return result{Sample: sample}, nil
 }
 
 func report(out io.Writer, results []result) {
@@ -343,13 +309,13 @@ func report(out io.Writer, results []result) {
 			met := pl.pct(0.5)-di.pct(0.5) <= 120*time.Microsecond
 			if conc > 1 {
 				target = "ratio >= 0.70"
-				met = pl.throughput()/di.throughput() >= 0.7
+				met = benchkit.Ratio(pl.throughput(), di.throughput()) >= 0.7
 			}
 			verdict := "met"
 			if !met {
 				verdict = "MISSED"
 			}
-			_, _ = fmt.Fprintf(w, "%s\t%d\t%.2f\t%s\t%s\t%s: %s\t\n", op, conc, pl.throughput()/di.throughput(),
+			_, _ = fmt.Fprintf(w, "%s\t%d\t%.2f\t%s\t%s\t%s: %s\t\n", op, conc, benchkit.Ratio(pl.throughput(), di.throughput()),
 				us(pl.pct(0.5)-di.pct(0.5)), us(pl.pct(0.99)-di.pct(0.99)), target, verdict)
 		}
 	}
@@ -378,13 +344,11 @@ func startPlugin(ctx context.Context, dbURL string, poolSize int) (*core.Server,
 // execPlugin runs the plugin binary on a free loopback port, as it runs in production: its own
 // process, its own Go runtime.
 func execPlugin(ctx context.Context, path, dbURL string, poolSize int) (string, func(), error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := benchkit.FreePort()
 	if err != nil {
-		return "", nil, fmt.Errorf("find a free port: %w", err)
+		return "", nil, err
 	}
-	addr := l.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	_ = l.Close()
+	addr := net.JoinHostPort("127.0.0.1", port)
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+dbURL,

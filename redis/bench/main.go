@@ -16,28 +16,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"runtime"
-	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core"
-	"github.com/prism-gateway/plugins/core/config"
 	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
+	"github.com/prism-gateway/plugins/internal/benchkit"
 	"github.com/prism-gateway/plugins/redis/rediscache"
 )
 
@@ -49,7 +40,7 @@ const (
 )
 
 func main() {
-	if os.Getenv(pluginProcessEnv) != "" {
+	if os.Getenv(benchkit.PluginProcessEnv) != "" {
 		os.Exit(servePlugin())
 	}
 	duration := flag.Duration("duration", 3*time.Second, "measured time per case")
@@ -67,39 +58,27 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
 	}
+	defer stopProfile()
 	if err := run(*duration, *warmup, *inProcess); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		pprof.StopCPUProfile()
+		stopProfile()
 		os.Exit(1)
 	}
 }
 
 // servePlugin is the plugin process: the real plugin, profiled when -plugin-cpuprofile asked.
 func servePlugin() int {
-	if path := os.Getenv(pluginProfileEnv); path != "" {
-		f, err := os.Create(path) //nolint:gosec // the operator names the profile file
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench plugin:", err)
-			return 1
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, "bench plugin:", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := benchkit.StartCPUProfile(os.Getenv(pluginProfileEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench plugin:", err)
+		return 1
 	}
+	defer stopProfile()
 	return core.Run(nil, rediscache.New())
 }
 
@@ -120,7 +99,21 @@ func run(duration, warmup time.Duration, inProcess bool) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	conn, stop, err := startPlugin(ctx, addr, inProcess)
+	conn, stop, err := benchkit.StartPlugin(ctx, benchkit.PluginSpec{
+		New: func() core.Plugin { return rediscache.New() },
+		// The process environment can tune the plugin further (e.g. PRISM_BACKEND_AUTO_PIPELINE=true).
+		Env: map[string]string{
+			"REDIS_ADDRESS":         addr,
+			"REDIS_USERNAME":        "prism",
+			"REDIS_PASSWORD":        "prism",
+			"PRISM_METRICS_ENABLED": "false",
+			"PRISM_LOG_LEVEL":       "warn",
+		},
+		Service:   cachev1.CacheService_ServiceDesc.ServiceName,
+		InProcess: inProcess,
+		Timeout:   15 * time.Second,
+		Backend:   "Redis at " + addr,
+	})
 	if err != nil {
 		return err
 	}
@@ -153,7 +146,7 @@ func run(duration, warmup time.Duration, inProcess bool) error {
 
 	type pair struct {
 		name          string
-		direct, proxy func(ctx context.Context, i int) error
+		direct, proxy benchkit.Op
 	}
 	cases := []pair{
 		{
@@ -207,7 +200,7 @@ func run(duration, warmup time.Duration, inProcess bool) error {
 		where = "this process"
 	}
 	fmt.Printf("redis plugin vs direct go-redis: Redis %s, %d CPUs, load average %s, %s per side per case,\nplugin in %s, gRPC over loopback, 1 KiB values\n\n",
-		addr, runtime.NumCPU(), loadAverage(), duration, where)
+		addr, runtime.NumCPU(), benchkit.LoadAverage(), duration, where)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	_, _ = fmt.Fprintln(tw, "case\tconc\tdirect ops/s\tplugin ops/s\tratio\tdirect p50\tplugin p50\tadded p50\tdirect p99\tplugin p99\t")
 	for _, c := range cases {
@@ -218,12 +211,13 @@ func run(duration, warmup time.Duration, inProcess bool) error {
 			if onlyConc != 0 && conc != onlyConc {
 				continue
 			}
-			d, p, err := compare(ctx, c.direct, c.proxy, conc, warmup, duration)
+			d, p, err := benchkit.Compare(ctx, c.direct, c.proxy, conc, warmup, duration)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
-			_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", c.name, conc, d.throughput, p.throughput,
-				p.throughput/d.throughput, us(d.p50), us(p.p50), us(p.p50-d.p50), us(d.p99), us(p.p99))
+			_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", c.name, conc, d.Throughput, p.Throughput,
+				benchkit.Ratio(p.Throughput, d.Throughput), benchkit.Micros(d.P50), benchkit.Micros(p.P50),
+				benchkit.Micros(p.P50-d.P50), benchkit.Micros(d.P99), benchkit.Micros(p.P99))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -234,220 +228,3 @@ func run(duration, warmup time.Duration, inProcess bool) error {
 }
 
 func redisKey(key string) string { return "prism:" + namespace + ":" + key }
-
-// pluginProcessEnv marks the child process that serves the plugin (see startPlugin).
-const pluginProcessEnv = "PRISM_BENCH_PLUGIN_PROCESS"
-
-// pluginEnv is the plugin's configuration for the benchmark; the process environment can tune
-// it further (e.g. PRISM_BACKEND_AUTO_PIPELINE=true).
-func pluginEnv(redisAddr, port string) map[string]string {
-	return map[string]string{
-		"REDIS_ADDRESS":            redisAddr,
-		"REDIS_USERNAME":           "prism",
-		"REDIS_PASSWORD":           "prism",
-		"PRISM_CONTROL_PLANE_HOST": "127.0.0.1",
-		"PRISM_CONTROL_PLANE_PORT": port,
-		"PRISM_METRICS_ENABLED":    "false",
-		"PRISM_LOG_LEVEL":          "warn",
-	}
-}
-
-// startPlugin runs the redis plugin on a free loopback port: by default in a process of its own
-// (this binary started again), as it is deployed, so the plugin and the benchmark's client do not
-// share a Go scheduler; with -inprocess inside this process.
-func startPlugin(ctx context.Context, redisAddr string, inProcess bool) (*grpc.ClientConn, func(), error) {
-	var target string
-	var stop func()
-	if inProcess {
-		env := pluginEnv(redisAddr, "0")
-		lookup := func(name string) (string, bool) {
-			if v, ok := os.LookupEnv(name); ok {
-				return v, true
-			}
-			v, ok := env[name]
-			return v, ok
-		}
-		srv, err := core.New(ctx, rediscache.New(), core.Options{Source: config.Source{LookupEnv: lookup}, LogOutput: io.Discard})
-		if err != nil {
-			return nil, nil, fmt.Errorf("start plugin: %w", err)
-		}
-		serveCtx, cancelServe := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = srv.Serve(serveCtx)
-		}()
-		target = srv.Addr().String()
-		stop = func() {
-			cancelServe()
-			<-done
-		}
-	} else {
-		port, err := freePort()
-		if err != nil {
-			return nil, nil, err
-		}
-		self, err := os.Executable()
-		if err != nil {
-			return nil, nil, fmt.Errorf("find this binary: %w", err)
-		}
-		cmd := exec.CommandContext(ctx, self) //nolint:gosec // this very binary, run again as the plugin
-		cmd.Env = append(os.Environ(), pluginProcessEnv+"=1")
-		for k, v := range pluginEnv(redisAddr, port) {
-			if _, set := os.LookupEnv(k); !set {
-				cmd.Env = append(cmd.Env, k+"="+v)
-			}
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			return nil, nil, fmt.Errorf("start plugin process: %w", err)
-		}
-		target = net.JoinHostPort("127.0.0.1", port)
-		stop = func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-		}
-	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("dial plugin: %w", err)
-	}
-	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: cachev1.CacheService_ServiceDesc.ServiceName})
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = conn.Close()
-			stop()
-			return nil, nil, fmt.Errorf("plugin not serving after 15s (is Redis at %s up? run make services)", redisAddr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return conn, func() { _ = conn.Close(); stop() }, nil
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	_, port, err := net.SplitHostPort(l.Addr().String())
-	return port, err
-}
-
-// loadAverage is the 1-minute load average, to read the numbers against.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	fields := strings.Fields(string(b))
-	if len(fields) == 0 {
-		return "unknown"
-	}
-	return fields[0]
-}
-
-type result struct {
-	throughput float64
-	p50, p99   time.Duration
-}
-
-// rounds is how many alternating direct/plugin slices each case is split into, so load from
-// elsewhere on the machine falls on both sides alike.
-const rounds = 4
-
-// compare runs direct and plugin in alternating slices from conc goroutines each, in a closed
-// loop: warmup unmeasured, then duration per side measured, recording every call's latency.
-func compare(ctx context.Context, direct, plugin func(context.Context, int) error, conc int, warmup, duration time.Duration) (result, result, error) {
-	if err := loop(ctx, direct, conc, warmup/2, nil); err != nil {
-		return result{}, result{}, fmt.Errorf("direct: %w", err)
-	}
-	if err := loop(ctx, plugin, conc, warmup/2, nil); err != nil {
-		return result{}, result{}, fmt.Errorf("plugin: %w", err)
-	}
-	var d, p sample
-	for range rounds {
-		if err := d.run(ctx, direct, conc, duration/rounds); err != nil {
-			return result{}, result{}, fmt.Errorf("direct: %w", err)
-		}
-		if err := p.run(ctx, plugin, conc, duration/rounds); err != nil {
-			return result{}, result{}, fmt.Errorf("plugin: %w", err)
-		}
-	}
-	return d.result(), p.result(), nil
-}
-
-// sample accumulates the latencies and elapsed time of several measured slices.
-type sample struct {
-	lat     []time.Duration
-	elapsed time.Duration
-}
-
-func (s *sample) run(ctx context.Context, op func(context.Context, int) error, conc int, d time.Duration) error {
-	lat := make([][]time.Duration, conc)
-	start := time.Now()
-	if err := loop(ctx, op, conc, d, lat); err != nil {
-		return err
-	}
-	s.elapsed += time.Since(start)
-	for _, l := range lat {
-		s.lat = append(s.lat, l...)
-	}
-	return nil
-}
-
-func (s *sample) result() result {
-	slices.Sort(s.lat)
-	if len(s.lat) == 0 {
-		return result{}
-	}
-	return result{
-		throughput: float64(len(s.lat)) / s.elapsed.Seconds(),
-		p50:        s.lat[len(s.lat)/2],
-		p99:        s.lat[len(s.lat)*99/100],
-	}
-}
-
-func loop(ctx context.Context, op func(context.Context, int) error, conc int, d time.Duration, lat [][]time.Duration) error {
-	end := time.Now().Add(d)
-	var wg sync.WaitGroup
-	errs := make([]error, conc)
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var local []time.Duration
-			if lat != nil {
-				local = make([]time.Duration, 0, 1<<16)
-			}
-			for i := w; ; i += conc {
-				t0 := time.Now()
-				if t0.After(end) {
-					break
-				}
-				if err := op(ctx, i); err != nil {
-					errs[w] = err
-					return
-				}
-				if lat != nil {
-					local = append(local, time.Since(t0))
-				}
-			}
-			if lat != nil {
-				lat[w] = local
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-func us(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + "us"
-}
