@@ -203,7 +203,9 @@ func (s *Server) logger() *slog.Logger { return s.log.Load() }
 // control_plane.shutdown_grace. It returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context) error {
 	s.started = time.Now()
-	if err := s.plugin.Start(ctx); err != nil {
+	// Background work a plugin derives from this context must outlive the shutdown signal: it
+	// ends in Stop, after in-flight calls have drained.
+	if err := s.plugin.Start(context.WithoutCancel(ctx)); err != nil {
 		_ = s.plugin.Stop(context.WithoutCancel(ctx))
 		return fmt.Errorf("start %s plugin: %w", s.info.Name, err)
 	}
