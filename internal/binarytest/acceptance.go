@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
@@ -70,6 +72,22 @@ func Acceptance(t *testing.T, spec Spec) {
 		assert.Contains(t, stdout, "REDACTED")
 		for _, s := range spec.Secrets {
 			assert.NotContains(t, stdout+stderr, s)
+		}
+	})
+
+	t.Run("config.yaml is valid and documents every backend and limits key", func(t *testing.T) {
+		example := filepath.Join(spec.Dir, "config.yaml")
+		code, _, stderr := Run(t, bin, BaseEnv(spec.Env...), "--check-config", "--config", example)
+		require.Equal(t, 0, code, stderr)
+		_, stdout, _ := Run(t, bin, BaseEnv(spec.Env...), "--check-config")
+		var effective map[string]any
+		require.NoError(t, yaml.Unmarshal([]byte(stdout), &effective))
+		text, err := os.ReadFile(example)
+		require.NoError(t, err)
+		for _, section := range []string{"backend", "limits"} {
+			for _, key := range leafKeys(effective[section]) {
+				assert.Regexp(t, `(?m)^\s*#?\s*`+regexp.QuoteMeta(key)+`:`, string(text), "%s does not document %s.%s", example, section, key)
+			}
 		}
 	})
 
@@ -187,4 +205,22 @@ func assertJSONLines(t *testing.T, text string) {
 		var v map[string]any
 		assert.NoError(t, json.Unmarshal([]byte(line), &v), "not a JSON log line: %s", line)
 	}
+}
+
+// leafKeys lists the names of the scalar (and list) keys in a decoded YAML mapping, nested ones
+// by their own name.
+func leafKeys(v any) []string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	var keys []string
+	for k, child := range m {
+		if nested, ok := child.(map[string]any); ok && len(nested) > 0 {
+			keys = append(keys, leafKeys(nested)...)
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys
 }
