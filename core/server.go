@@ -207,6 +207,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	// ends in Stop, after in-flight calls have drained.
 	if err := s.plugin.Start(context.WithoutCancel(ctx)); err != nil {
 		_ = s.plugin.Stop(context.WithoutCancel(ctx))
+		_ = s.listener.Close()
+		if s.httpListener != nil {
+			_ = s.httpListener.Close()
+		}
 		return fmt.Errorf("start %s plugin: %w", s.info.Name, err)
 	}
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
