@@ -20,6 +20,7 @@ import (
 
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/internal/healthwait"
 )
 
 // Options configure a plugin under test.
@@ -125,25 +126,10 @@ func (r *Running) WriteConfig(tb testing.TB, yaml string) {
 // WaitHealth polls grpc.health.v1 until service reports want, failing the test after timeout.
 func (r *Running) WaitHealth(tb testing.TB, service string, want healthpb.HealthCheckResponse_ServingStatus, timeout time.Duration) {
 	tb.Helper()
-	client := healthpb.NewHealthClient(r.Conn)
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
-		cancel()
-		if err == nil && resp.GetStatus() == want {
-			return
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = resp.GetStatus().String()
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("health of %q: want %s within %s, last saw %s\nplugin log:\n%s", service, want, timeout, last, r.Logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := healthwait.Until(ctx, r.Conn, service, want, nil); err != nil {
+		tb.Fatalf("%v\nplugin log:\n%s", err, r.Logs.String())
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/internal/healthwait"
 )
 
 // PluginProcessEnv marks the child process that serves the plugin when StartPlugin runs this
@@ -111,19 +112,12 @@ func StartPlugin(ctx context.Context, spec PluginSpec) (*grpc.ClientConn, func()
 		stop()
 		return nil, nil, fmt.Errorf("dial plugin: %w", err)
 	}
-	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(spec.Timeout)
-	for {
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: spec.Service})
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = conn.Close()
-			stop()
-			return nil, nil, fmt.Errorf("plugin not serving after %s (is %s up? run make services)", spec.Timeout, spec.Backend)
-		}
-		time.Sleep(50 * time.Millisecond)
+	waitCtx, cancel := context.WithTimeout(ctx, spec.Timeout)
+	defer cancel()
+	if err := healthwait.Until(waitCtx, conn, spec.Service, healthpb.HealthCheckResponse_SERVING, nil); err != nil {
+		_ = conn.Close()
+		stop()
+		return nil, nil, fmt.Errorf("plugin not serving after %s (is %s up? run make services): %w", spec.Timeout, spec.Backend, err)
 	}
 	return conn, func() { _ = conn.Close(); stop() }, nil
 }

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/prism-gateway/plugins/internal/healthwait"
 )
 
 // Build compiles the main package in dir (relative to the test's working directory) with
@@ -142,24 +144,14 @@ func (p *Process) Wait(tb testing.TB, timeout time.Duration) int {
 // WaitServing polls gRPC health for service "" until SERVING.
 func (p *Process) WaitServing(tb testing.TB, timeout time.Duration) {
 	tb.Helper()
-	client := healthpb.NewHealthClient(p.Conn)
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		select {
-		case <-p.done:
-			tb.Fatalf("process exited with %d before serving\n%s", p.code, p.Stderr())
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("not SERVING within %s (last: %v %v)\n%s", timeout, resp.GetStatus(), err, p.Stderr())
-		}
-		time.Sleep(25 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := healthwait.Until(ctx, p.Conn, "", healthpb.HealthCheckResponse_SERVING, p.done)
+	if errors.Is(err, healthwait.ErrAborted) {
+		tb.Fatalf("process exited with %d before serving\n%s", p.code, p.Stderr())
+	}
+	if err != nil {
+		tb.Fatalf("not SERVING within %s: %v\n%s", timeout, err, p.Stderr())
 	}
 }
 

@@ -3,6 +3,7 @@ package quickstart_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core/coretest"
+	"github.com/prism-gateway/plugins/internal/healthwait"
 )
 
 const repoRoot = "../.."
@@ -104,24 +106,14 @@ func waitServing(t *testing.T, addr string, m *makeRun) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer func() { _ = conn.Close() }()
-	deadline := time.Now().Add(3 * time.Minute) // the first make run compiles the binaries
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		select {
-		case <-m.done:
-			t.Fatalf("make run exited (%v) before %s served\n%s", m.err, addr, m.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not SERVING in time\n%s", addr, m.out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	// The first make run compiles the binaries.
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	err = healthwait.Until(ctx, conn, "", healthpb.HealthCheckResponse_SERVING, m.done)
+	if errors.Is(err, healthwait.ErrAborted) {
+		t.Fatalf("make run exited (%v) before %s served\n%s", m.err, addr, m.out.String())
 	}
+	require.NoError(t, err, "%s not SERVING in time\n%s", addr, m.out.String())
 }
 
 // buildGrpcurl builds the pinned grpcurl into dir, so the README's `grpcurl` resolves on PATH.
