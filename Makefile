@@ -15,7 +15,7 @@ LDFLAGS         := -s -w \
 	-X github.com/prism-gateway/plugins/core.BuildTime=$(BUILD_TIME)
 
 .DEFAULT_GOAL := binaries
-.PHONY: help generate lint vet fmt binaries services services-stop services-status test \
+.PHONY: help generate lint vet fmt binaries services services-stop services-status test fuzz \
 	bench-postgres bench-kafka bench-redis run $(addprefix run-,$(PLUGINS)) \
 	build build-debug $(PLUGINS) $(addsuffix -debug,$(PLUGINS)) sizes push clean
 
@@ -41,8 +41,12 @@ services-stop: ## Stop the test services
 services-status: ## Show which test services run
 	bash scripts/services.sh status
 
-test: services ## The test command: start services, then go test -race over every package
+test: services ## The test command: start services, go test -race over every package, brief fuzzing
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory fuzz
+
+fuzz: ## Run every go test -fuzz target briefly (FUZZTIME=10s each)
+	bash scripts/fuzz.sh
 
 vet: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
