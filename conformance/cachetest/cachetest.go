@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/prism-gateway/plugins/core/apierr"
 	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
 )
 
@@ -94,6 +95,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 		{"expire of a missing key is found=false", testExpireMissing},
 		{"requests outside the limits are invalid", testLimits},
 		{"values at the limits are accepted", testAtLimits},
+		{"the longest ttl is kept as an expiry", testLongestTTL},
 	}
 	if opts.Raw != nil {
 		tests = append(tests,
@@ -573,6 +575,22 @@ func testLimits(e env) {
 			_, err := s.client.MSet(ctx, &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{{Key: "a", Value: bigValue}}})
 			return err
 		}, []string{"entries[0].value", maxValue}},
+		{"ttl beyond what an expiry can hold", func() error {
+			_, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Ttl: &durationpb.Duration{Seconds: 315576000000}})
+			return err
+		}, []string{"ttl", "limits.max_ttl", "315576000000s"}},
+		{"ttl beyond what an expiry can hold in expire", func() error {
+			_, err := s.client.Expire(ctx, &cachev1.ExpireRequest{Namespace: ns, Key: "k", Ttl: durationpb.New(apierr.MaxTTL + time.Second)})
+			return err
+		}, []string{"ttl", "limits.max_ttl"}},
+		{"ttl beyond what an expiry can hold inside mset", func() error {
+			_, err := s.client.MSet(ctx, &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{{Key: "a", Ttl: &durationpb.Duration{Seconds: 1 << 62}}}})
+			return err
+		}, []string{"entries[0].ttl", "limits.max_ttl"}},
+		{"ttl with nanos out of range", func() error {
+			_, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Ttl: &durationpb.Duration{Seconds: 1, Nanos: 2e9}})
+			return err
+		}, []string{"ttl", "nanos"}},
 		{"negative ttl inside mset", func() error {
 			_, err := s.client.MSet(ctx, &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{{Key: "a", Ttl: durationpb.New(-time.Second)}}})
 			return err
@@ -588,6 +606,23 @@ func testLimits(e env) {
 	require.NoError(t, err)
 	for _, e := range resp.GetEntries() {
 		assert.False(t, e.GetFound(), "key %s was written by a rejected request", e.GetKey())
+	}
+}
+
+func testLongestTTL(e env) {
+	t, s, ns := e.t, e.s, e.ns
+	s.set(t, ns, "k", []byte("v"), apierr.MaxTTL)
+	_, err := s.client.MSet(t.Context(), &cachev1.MSetRequest{Namespace: ns, Entries: []*cachev1.MSetEntry{{Key: "m", Ttl: durationpb.New(apierr.MaxTTL)}}})
+	require.NoError(t, err)
+	_, err = s.client.Set(t.Context(), &cachev1.SetRequest{Namespace: ns, Key: "e"})
+	require.NoError(t, err)
+	resp, err := s.client.Expire(t.Context(), &cachev1.ExpireRequest{Namespace: ns, Key: "e", Ttl: durationpb.New(apierr.MaxTTL)})
+	require.NoError(t, err)
+	require.True(t, resp.GetFound())
+	for _, key := range []string{"k", "m", "e"} {
+		ttl := s.get(t, ns, key).GetTtl()
+		require.NotNil(t, ttl, "key %s written with the longest ttl must expire, not live forever", key)
+		assert.Greater(t, ttl.AsDuration(), apierr.MaxTTL-time.Hour, "key %s", key)
 	}
 }
 

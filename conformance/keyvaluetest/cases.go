@@ -13,7 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/prism-gateway/plugins/core/apierr"
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
@@ -331,6 +333,12 @@ func testTTL(c testCase) {
 	resp, err := s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Keys: [][]byte{[]byte("short")}})
 	require.NoError(t, err)
 	assert.Zero(t, resp.GetDeletedCount())
+
+	// The longest ttl is kept exactly, not cut short or turned into "never expires".
+	s.put(t, ns, "r", &keyvaluev1.PutItem{Key: []byte("longest"), Value: []byte("w"), Ttl: ttl(apierr.MaxTTL)})
+	longest := s.getAll(t, ns, "r")["longest"].GetExpireTime()
+	require.NotNil(t, longest)
+	assert.WithinDuration(t, before.Add(apierr.MaxTTL), longest.AsTime(), 10*time.Minute)
 
 	// Writing without a ttl clears it.
 	s.put(t, ns, "r", items("long", "y2")...)
@@ -733,6 +741,9 @@ func testInvalid(c testCase) {
 		{"too many items", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: tooMany}), []string{"items", "max_items_per_request", fmt.Sprint(l.MaxItemsPerRequest)}},
 		{"duplicate keys in one put", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("a", "1", "a", "2")}), []string{"items[1].key"}},
 		{"negative ttl", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Ttl: ttl(-time.Second)}}}), []string{"items[0].ttl"}},
+		{"ttl beyond what an expiry can hold", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Ttl: &durationpb.Duration{Seconds: 315576000000}}}}), []string{"items[0].ttl", "limits.max_ttl", "315576000000s"}},
+		{"ttl just over the longest", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Ttl: ttl(apierr.MaxTTL + time.Second)}}}), []string{"items[0].ttl", "limits.max_ttl"}},
+		{"ttl with nanos out of range", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Ttl: &durationpb.Duration{Seconds: 1, Nanos: -5}}}}), []string{"items[0].ttl", "same sign"}},
 		{"precondition without a condition", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: one, Preconditions: []*keyvaluev1.Precondition{{Key: []byte("k")}}}), []string{"preconditions[0]"}},
 		{"absent false is not a condition", put(&keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: one, Preconditions: []*keyvaluev1.Precondition{{Key: []byte("k"), Condition: &keyvaluev1.Precondition_Absent{}}}}), []string{"preconditions[0]"}},
 		{"precondition with an empty key", del(&keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Preconditions: []*keyvaluev1.Precondition{apc("")}}), []string{"preconditions[0].key"}},

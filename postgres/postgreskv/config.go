@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
 )
 
@@ -194,7 +195,8 @@ type LimitsConfig struct {
 	// page always holds at least one item). Get pages use DefaultPageBytes.
 	DefaultPageBytes int `yaml:"default_page_bytes"`
 	MaxPageBytes     int `yaml:"max_page_bytes"`
-	// MaxTTL bounds an item's time to live; zero means no bound.
+	// MaxTTL bounds an item's time to live; 0 means the plugin's maximum, apierr.MaxTTL
+	// (100 years), which also caps any configured value so an expiry is never lost.
 	MaxTTL time.Duration `yaml:"max_ttl"`
 }
 
@@ -241,8 +243,8 @@ func (l *LimitsConfig) Validate() error {
 	if l.MaxRequestBytes < l.MaxValueBytes {
 		errs = append(errs, fmt.Errorf("max_request_bytes: must be at least max_value_bytes (%d), got %d", l.MaxValueBytes, l.MaxRequestBytes))
 	}
-	if l.MaxTTL < 0 {
-		errs = append(errs, fmt.Errorf("max_ttl: must not be negative, got %s", l.MaxTTL))
+	if l.MaxTTL < 0 || l.MaxTTL > apierr.MaxTTL {
+		errs = append(errs, fmt.Errorf("max_ttl: must be between 0 (the maximum, %s) and %s, got %s", apierr.MaxTTL, apierr.MaxTTL, l.MaxTTL))
 	}
 	return errors.Join(errs...)
 }

@@ -97,7 +97,7 @@ func checkAcceptedPut(t *testing.T, cfg *LimitsConfig, p PutRequest) {
 		if len(it.Key) == 0 || len(it.Key) > cfg.MaxKeyBytes || len(it.Value) > cfg.MaxValueBytes {
 			t.Fatalf("accepted item %d with key %d bytes, value %d bytes", i, len(it.Key), len(it.Value))
 		}
-		if it.TTL < 0 || (cfg.MaxTTL > 0 && it.TTL > cfg.MaxTTL) {
+		if it.TTL < 0 || it.TTL > apierr.MaxTTL || (cfg.MaxTTL > 0 && it.TTL > cfg.MaxTTL) {
 			t.Fatalf("accepted item %d with ttl %s", i, it.TTL)
 		}
 	}

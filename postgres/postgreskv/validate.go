@@ -138,19 +138,11 @@ func (l *limits) put(r *keyvaluev1.PutRequest) (PutRequest, error) {
 		}
 		total += len(it.GetKey()) + len(it.GetValue())
 		out.Items[i] = PutItem{Key: it.GetKey(), Value: it.GetValue()}
-		if ttl := it.GetTtl(); ttl != nil {
-			if err := ttl.CheckValid(); err != nil {
-				return out, apierr.Invalid(field+".ttl", "%v", err)
-			}
-			d := ttl.AsDuration()
-			if d < 0 {
-				return out, apierr.Invalid(field+".ttl", "must not be negative, got %s", d)
-			}
-			if l.MaxTTL > 0 && d > l.MaxTTL {
-				return out, apierr.Invalid(field+".ttl", "%s exceeds limits.max_ttl (%s)", d, l.MaxTTL)
-			}
-			out.Items[i].TTL = d
+		ttl, err := apierr.TTL(field+".ttl", it.GetTtl(), l.MaxTTL, "limits.max_ttl")
+		if err != nil {
+			return out, err
 		}
+		out.Items[i].TTL = ttl
 	}
 	if total > l.MaxRequestBytes {
 		return out, apierr.Invalid("items", "%d key and value bytes exceeds limits.max_request_bytes (%d)", total, l.MaxRequestBytes)

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/prism-gateway/plugins/core"
+	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
 )
 
@@ -65,7 +66,8 @@ type LimitsConfig struct {
 	MaxKeysPerCall int `yaml:"max_keys_per_call"`
 	// MaxBatchBytes bounds the keys and values of one MSet and the values one MGet returns.
 	MaxBatchBytes int `yaml:"max_batch_bytes"`
-	// MaxTTL bounds any requested time to live; 0 means no bound.
+	// MaxTTL bounds any requested time to live; 0 means the plugin's maximum, apierr.MaxTTL
+	// (100 years), which also caps any configured value so an expiry is never lost.
 	MaxTTL time.Duration `yaml:"max_ttl"`
 }
 
@@ -93,8 +95,8 @@ func (l *LimitsConfig) Validate() error {
 	if l.MaxBatchBytes < l.MaxValueBytes || l.MaxBatchBytes > 200<<20 {
 		errs = append(errs, fmt.Errorf("max_batch_bytes: must be between max_value_bytes (%d) and %d, got %d", l.MaxValueBytes, 200<<20, l.MaxBatchBytes))
 	}
-	if l.MaxTTL < 0 {
-		errs = append(errs, fmt.Errorf("max_ttl: must not be negative (0 means no bound), got %s", l.MaxTTL))
+	if l.MaxTTL < 0 || l.MaxTTL > apierr.MaxTTL {
+		errs = append(errs, fmt.Errorf("max_ttl: must be between 0 (the maximum, %s) and %s, got %s", apierr.MaxTTL, apierr.MaxTTL, l.MaxTTL))
 	}
 	return errors.Join(errs...)
 }

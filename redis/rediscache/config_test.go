@@ -48,7 +48,8 @@ func TestLimitsValidation(t *testing.T) {
 		{"zero key bytes", func(l *LimitsConfig) { l.MaxKeyBytes = 0 }, "max_key_bytes: must be between 1"},
 		{"batch smaller than one value", func(l *LimitsConfig) { l.MaxBatchBytes = 1000 }, "max_batch_bytes: must be between max_value_bytes"},
 		{"no keys per call", func(l *LimitsConfig) { l.MaxKeysPerCall = 0 }, "max_keys_per_call: must be between 1"},
-		{"negative max ttl", func(l *LimitsConfig) { l.MaxTTL = -1 }, "max_ttl: must not be negative"},
+		{"negative max ttl", func(l *LimitsConfig) { l.MaxTTL = -1 }, "max_ttl: must be between 0"},
+		{"max ttl beyond what expiries can hold", func(l *LimitsConfig) { l.MaxTTL = 200 * 365 * 24 * time.Hour }, "max_ttl: must be between 0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

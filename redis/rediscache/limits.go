@@ -89,20 +89,7 @@ func (s *settings) checkKeys(namespace string, keys []string) ([]string, error) 
 
 // ttl validates a requested time to live; unset or zero is 0.
 func (s *settings) ttl(field string, d *durationpb.Duration) (time.Duration, error) {
-	if d == nil {
-		return 0, nil
-	}
-	if err := d.CheckValid(); err != nil {
-		return 0, apierr.Invalid(field, "not a valid duration: %v", err)
-	}
-	ttl := d.AsDuration()
-	if ttl < 0 {
-		return 0, apierr.Invalid(field, "must not be negative, got %s", ttl)
-	}
-	if s.limits.MaxTTL > 0 && ttl > s.limits.MaxTTL {
-		return 0, apierr.Invalid(field, "must be at most %s (limits.max_ttl), got %s", s.limits.MaxTTL, ttl)
-	}
-	return ttl, nil
+	return apierr.TTL(field, d, s.limits.MaxTTL, "limits.max_ttl")
 }
 
 // writeTTL is the expiry to store for a write that asked for ttl: default_ttl when none was
