@@ -25,6 +25,9 @@ type BackendConfig struct {
 	PoolSize int `yaml:"pool_size"`
 	// ConnectTimeout bounds dialling and authenticating one connection.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MigrationTimeout bounds one attempt at migrating the schema at start, including the wait
+	// for another replica that holds the migration lock.
+	MigrationTimeout time.Duration `yaml:"migration_timeout"`
 	// SSLMode, when set, overrides the URL's sslmode: disable, require, verify-ca or verify-full.
 	SSLMode string `yaml:"ssl_mode"`
 	// TLSCAFile is the PEM root CA that signs the server's certificate (verify-ca, verify-full).
@@ -49,6 +52,7 @@ func defaultBackend() *BackendConfig {
 		DatabaseURL:          "postgres://prism@127.0.0.1:5432/prism",
 		PoolSize:             10,
 		ConnectTimeout:       5 * time.Second,
+		MigrationTimeout:     time.Minute,
 		IdempotencyRetention: 24 * time.Hour,
 		PurgeInterval:        time.Minute,
 		PurgeBatchSize:       1000,
@@ -71,6 +75,9 @@ func (b *BackendConfig) Validate() error {
 	}
 	if b.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("connect_timeout: must be positive, got %s", b.ConnectTimeout))
+	}
+	if b.MigrationTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("migration_timeout: must be positive, got %s", b.MigrationTimeout))
 	}
 	if !sslModes[b.SSLMode] {
 		errs = append(errs, fmt.Errorf("ssl_mode: must be disable, require, verify-ca or verify-full, got %q", b.SSLMode))

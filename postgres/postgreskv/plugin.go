@@ -127,9 +127,9 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 	keyvaluev1.RegisterKeyValueServiceServer(s, &server{plugin: p})
 }
 
-// Start implements core.Plugin. The pool connects lazily and the schema is migrated on the first
-// health check that reaches the database, so a database that is down or refuses the credentials
-// shows up in Health, not here.
+// Start implements core.Plugin. The pool connects lazily and the schema is migrated in the
+// background (migrateLoop), so a database that is down or refuses the credentials shows up in
+// Health, not here.
 //
 // In dev mode Start opens (or creates) the SQLite database instead, and fails if it cannot.
 func (p *Plugin) Start(ctx context.Context) error {
@@ -159,8 +159,58 @@ func (p *Plugin) Start(ctx context.Context) error {
 		defer p.bg.Done()
 		p.purgeLoop(bgCtx)
 	}()
+	if p.devDir == "" {
+		p.bg.Add(1)
+		go func() {
+			defer p.bg.Done()
+			p.migrateLoop(bgCtx)
+		}()
+	}
 	return nil
 }
+
+// Pauses between failed migration attempts: doubling from the first up to the last.
+const (
+	firstMigrationRetry = 250 * time.Millisecond
+	maxMigrationRetry   = 10 * time.Second
+)
+
+// migrateLoop migrates the schema as its own step, each attempt bounded by
+// backend.migration_timeout rather than by a health check's timeout, so a slow migration or a
+// wait for another replica's migration lock completes instead of being cancelled and retried
+// forever. Failed attempts are logged and retried with capped backoff until one succeeds.
+func (p *Plugin) migrateLoop(ctx context.Context) {
+	retry := firstMigrationRetry
+	for attempt := 1; ; attempt++ {
+		p.mu.RLock()
+		timeout := p.backend.MigrationTimeout
+		p.mu.RUnlock()
+		started := time.Now()
+		p.log.Info("postgres schema migration started", "attempt", attempt, "timeout", timeout.String())
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := p.pgStore(actx)
+		cancel()
+		if err == nil {
+			p.log.Info("postgres schema migration finished", "attempt", attempt, "duration", time.Since(started).String())
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		p.log.Warn("postgres schema migration failed; retrying", "attempt", attempt, "error", err, "duration", time.Since(started).String(), "retry_in", retry.String())
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		retry = min(2*retry, maxMigrationRetry)
+	}
+}
+
+// errNotMigrated is what Health and data calls report until migrateLoop has finished.
+var errNotMigrated = errors.New("postgres schema migration not finished")
 
 // Health implements core.Plugin with a real round trip, migrating the schema the first time the
 // database answers. In dev mode it queries SQLite.
@@ -179,8 +229,10 @@ func (p *Plugin) Health(ctx context.Context) error {
 	if err := pool.Ping(ctx); err != nil {
 		return apierr.Unavailable("ping postgres", err)
 	}
-	_, err := p.pgStore(ctx)
-	return err
+	if p.kv.Load() == nil {
+		return errNotMigrated
+	}
+	return nil
 }
 
 // store returns the store data calls use: SQLite in dev mode, else PostgreSQL once its schema
@@ -192,11 +244,10 @@ func (p *Plugin) store(ctx context.Context) (kvStore, error) {
 		}
 		return nil, apierr.Unavailable("sqlite", errors.New("plugin not started"))
 	}
-	st, err := p.pgStore(ctx)
-	if err != nil {
-		return nil, err
+	if st := p.kv.Load(); st != nil {
+		return st, nil
 	}
-	return st, nil
+	return nil, apierr.Unavailable("postgres", errNotMigrated)
 }
 
 // current returns the store in use without waiting for a migration, or nil.
@@ -210,8 +261,7 @@ func (p *Plugin) current() kvStore {
 	return nil
 }
 
-// pgStore returns the Store once the schema is migrated, migrating it if this is the first call
-// that reaches the database.
+// pgStore returns the Store once the schema is migrated, migrating it if it is not yet.
 func (p *Plugin) pgStore(ctx context.Context) (*Store, error) {
 	if st := p.kv.Load(); st != nil {
 		return st, nil
