@@ -144,7 +144,9 @@ func defaultLimits() *LimitsConfig {
 	return &LimitsConfig{
 		MaxRecordsPerPublish:       1000,
 		MaxKeyBytes:                64 << 10,
-		MaxValueBytes:              1 << 20,
+		// Decimal 1 MB leaves room for a key, headers and framing under Kafka's default
+		// message.max.bytes (1048588) and batch_max_bytes (1 MiB).
+		MaxValueBytes:              1_000_000,
 		MaxHeaders:                 64,
 		MaxHeaderBytes:             16 << 10,
 		MaxPublishBytes:            16 << 20,

@@ -2,6 +2,7 @@ package kafkastream_test
 
 import (
 	"context"
+	"crypto/rand"
 	"io"
 	"net/http"
 	"strconv"
@@ -469,7 +470,8 @@ func TestMetrics(t *testing.T) {
 
 func TestLimitsReloadLive(t *testing.T) {
 	brokers := strings.Join(testsvc.KafkaBrokers(t), ", ")
-	base := "backend:\n  brokers: [" + brokers + "]\n" + groupTimings
+	// batch_max_bytes above the brokers' message.max.bytes lets the limits below reach the brokers.
+	base := "backend:\n  brokers: [" + brokers + "]\n  batch_max_bytes: 4000000\n" + groupTimings
 	r := coretest.Start(t, kafkastream.New(), coretest.Options{YAML: base + "limits:\n  max_records_per_publish: 2\n"})
 	c := client(r)
 	adm, _ := admin(t)
@@ -491,7 +493,10 @@ func TestLimitsReloadLive(t *testing.T) {
 
 	// The limits now let a 1.5 MB value through, but the brokers refuse such a record: that is
 	// still the caller's problem, not an outage.
-	_, err = c.Publish(t.Context(), &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{{Value: make([]byte, 1_500_000)}}})
+	// Random bytes, so that compression cannot shrink the batch under message.max.bytes.
+	big := make([]byte, 1_500_000)
+	_, _ = rand.Read(big)
+	_, err = c.Publish(t.Context(), &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{{Value: big}}})
 	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
 	assert.Contains(t, err.Error(), "records[0]")
 }

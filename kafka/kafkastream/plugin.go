@@ -83,6 +83,9 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 	if p.draining == nil {
 		p.draining = make(chan struct{})
 	}
+	if err := p.checkRecordFits(limits); err != nil {
+		return err
+	}
 	p.limits.Store(limits)
 	return nil
 }
@@ -161,8 +164,20 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 			restart = append(restart, path)
 		}
 	}
+	if err := p.checkRecordFits(limits); err != nil {
+		return nil, err
+	}
 	p.limits.Store(limits)
 	return restart, nil
+}
+
+// checkRecordFits makes limits.max_value_bytes a promise: a record with a value that large and
+// no key or headers fits one producer batch, so the advertised limit is reachable.
+func (p *Plugin) checkRecordFits(l *LimitsConfig) error {
+	if need := l.MaxValueBytes + recordFramingBytes; need > p.backend.BatchMaxBytes {
+		return fmt.Errorf("limits.max_value_bytes: a record with a %d-byte value takes %d bytes in a batch, more than backend.batch_max_bytes (%d): lower the limit or raise batch_max_bytes (and the topics' max.message.bytes)", l.MaxValueBytes, need, p.backend.BatchMaxBytes)
+	}
+	return nil
 }
 
 // MinRecvMessageBytes implements core.MessageSizer: a maximal PublishRequest must fit.

@@ -49,6 +49,9 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 		if err != nil {
 			return nil, err
 		}
+		if wire := recordBatchBytes(rec); wire > p.backend.BatchMaxBytes {
+			return nil, apierr.Invalid("records["+strconv.Itoa(i)+"]", "key, value and headers take up to %d bytes as a Kafka record batch, at most %d (backend.batch_max_bytes)", wire, p.backend.BatchMaxBytes)
+		}
 		total += size
 	}
 	if total > limits.MaxPublishBytes {
@@ -94,6 +97,24 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 		out.records[i] = r
 	}
 	return out, nil
+}
+
+// Framing a record adds in a Kafka record batch of its own, as upper bounds: the v2 batch header
+// (61 bytes) plus the record's length, attributes, timestamp and offset deltas, key and value
+// lengths and header count (at most 36 bytes of varints), and two length varints per header.
+const (
+	recordFramingBytes = 61 + 36
+	headerFramingBytes = 10
+)
+
+// recordBatchBytes bounds the bytes rec takes when the producer sends it alone in a batch, which
+// is what backend.batch_max_bytes and the brokers' message.max.bytes limit.
+func recordBatchBytes(rec *streamv1.Record) int {
+	n := recordFramingBytes + len(rec.GetKey()) + len(rec.GetValue())
+	for _, h := range rec.GetHeaders() {
+		n += headerFramingBytes + len(h.GetKey()) + len(h.GetValue())
+	}
+	return n
 }
 
 // validateRecord checks one record and returns its key, value and header bytes.
