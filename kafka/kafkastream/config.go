@@ -142,8 +142,8 @@ type LimitsConfig struct {
 
 func defaultLimits() *LimitsConfig {
 	return &LimitsConfig{
-		MaxRecordsPerPublish:       1000,
-		MaxKeyBytes:                64 << 10,
+		MaxRecordsPerPublish: 1000,
+		MaxKeyBytes:          64 << 10,
 		// Decimal 1 MB leaves room for a key, headers and framing under Kafka's default
 		// message.max.bytes (1048588) and batch_max_bytes (1 MiB).
 		MaxValueBytes:              1_000_000,
