@@ -21,6 +21,8 @@ import (
 type probePlugin struct {
 	backendDown atomic.Bool
 	backend     *probeBackend
+	// healthChecks counts Health calls, to bound the check rate during an outage.
+	healthChecks atomic.Int64
 
 	mu       sync.Mutex
 	started  bool
@@ -82,6 +84,7 @@ func (p *probePlugin) Start(context.Context) error {
 }
 
 func (p *probePlugin) Health(context.Context) error {
+	p.healthChecks.Add(1)
 	if p.backendDown.Load() {
 		// Backend client errors can quote credentials; core must scrub them.
 		return errors.New("connect as probe:" + p.backend.Password.Reveal() + " refused")
