@@ -289,7 +289,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer cancel()
 		if s.httpServer != nil {
 			_ = s.httpServer.Shutdown(stopCtx)
-		} else if s.httpListener != nil {
+		}
+		// The servers close only listeners they were serving; before Serve both are still
+		// open here, and closing one twice is harmless.
+		_ = s.listener.Close()
+		if s.httpListener != nil {
 			_ = s.httpListener.Close()
 		}
 		s.stopErr = s.plugin.Stop(stopCtx)
