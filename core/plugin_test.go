@@ -27,6 +27,8 @@ type probePlugin struct {
 	mu       sync.Mutex
 	started  bool
 	stops    int
+	// reconfigsAfterStop counts Reconfigure calls that arrived once Stop had run.
+	reconfigsAfterStop int
 	release  chan struct{} // blocks Get calls with id "block" until closed
 	entered  chan struct{} // receives once per blocked call
 	reconfig []string
@@ -105,6 +107,9 @@ func (p *probePlugin) Reconfigure(_ context.Context, cfg *config.Config, changed
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stops > 0 {
+		p.reconfigsAfterStop++
+	}
 	p.reconfig = append(p.reconfig, changed...)
 	var restart []string
 	for _, c := range changed {
