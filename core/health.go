@@ -43,17 +43,26 @@ func (s *Server) healthLoop(ctx context.Context) {
 			failures++
 			wasHealthy := s.healthy.Swap(false)
 			// Log every transition, then every 10th failure so a long outage stays visible but quiet.
-			if wasHealthy || failures == 1 || failures%10 == 0 {
-				s.logger().Warn("backend unhealthy: not serving", "error", err, "failures", failures, "retry_in", retry.String())
-			}
 			next = min(retry, cfg.ControlPlane.HealthInterval)
-			retry *= 2
+			if wasHealthy || failures == 1 || failures%10 == 0 {
+				s.logger().Warn("backend unhealthy: not serving", "error", err, "failures", failures, "retry_in", next.String())
+			}
+			retry = nextRetry(retry, cfg.ControlPlane.HealthInterval)
 		}
 		if !s.draining.Load() {
 			s.setServing(s.healthy.Load())
 		}
 		timer.Reset(next)
 	}
+}
+
+// nextRetry doubles the pause after a failed check up to interval. Capping before doubling keeps
+// it from overflowing into a negative or zero pause (a tight loop) during a long outage.
+func nextRetry(retry, interval time.Duration) time.Duration {
+	if retry >= interval/2 {
+		return interval
+	}
+	return 2 * retry
 }
 
 // wakeHealth runs a health check now instead of at the next tick.

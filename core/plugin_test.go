@@ -21,10 +21,14 @@ import (
 type probePlugin struct {
 	backendDown atomic.Bool
 	backend     *probeBackend
+	// healthChecks counts Health calls, to bound the check rate during an outage.
+	healthChecks atomic.Int64
 
 	mu       sync.Mutex
 	started  bool
 	stops    int
+	// reconfigsAfterStop counts Reconfigure calls that arrived once Stop had run.
+	reconfigsAfterStop int
 	release  chan struct{} // blocks Get calls with id "block" until closed
 	entered  chan struct{} // receives once per blocked call
 	reconfig []string
@@ -82,6 +86,7 @@ func (p *probePlugin) Start(context.Context) error {
 }
 
 func (p *probePlugin) Health(context.Context) error {
+	p.healthChecks.Add(1)
 	if p.backendDown.Load() {
 		// Backend client errors can quote credentials; core must scrub them.
 		return errors.New("connect as probe:" + p.backend.Password.Reveal() + " refused")
@@ -102,6 +107,9 @@ func (p *probePlugin) Reconfigure(_ context.Context, cfg *config.Config, changed
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stops > 0 {
+		p.reconfigsAfterStop++
+	}
 	p.reconfig = append(p.reconfig, changed...)
 	var restart []string
 	for _, c := range changed {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/prism-gateway/plugins/core/config"
@@ -76,10 +77,13 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 		return fail(stderr, name, err)
 	}
 
+	// The SIGHUP loop is owned here: it ends with ctx and is waited for before Run returns.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	var reloads sync.WaitGroup
+	reloads.Add(1)
 	go func() {
+		defer reloads.Done()
 		for {
 			select {
 			case <-ctx.Done():
@@ -88,6 +92,11 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 				_, _ = srv.Reload(ctx)
 			}
 		}
+	}()
+	defer func() {
+		signal.Stop(hup)
+		stop()
+		reloads.Wait()
 	}()
 
 	if err := srv.Serve(ctx); err != nil {

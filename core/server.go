@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
 	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
 )
@@ -77,6 +78,9 @@ type Server struct {
 	healthWake    chan struct{}
 
 	reloadMu sync.Mutex
+	// stopping is set under reloadMu before the plugin stops, so no Reload runs during or after
+	// Stop (a plugin's Reconfigure may start work that Stop would have to wait for).
+	stopping bool
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 	stopOnce sync.Once
@@ -289,7 +293,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer cancel()
 		if s.httpServer != nil {
 			_ = s.httpServer.Shutdown(stopCtx)
-		} else if s.httpListener != nil {
+		}
+		s.reloadMu.Lock() // waits for a reload in progress
+		s.stopping = true
+		s.reloadMu.Unlock()
+		// The servers close only listeners they were serving; before Serve both are still
+		// open here, and closing one twice is harmless.
+		_ = s.listener.Close()
+		if s.httpListener != nil {
 			_ = s.httpListener.Close()
 		}
 		s.stopErr = s.plugin.Stop(stopCtx)
@@ -348,11 +359,17 @@ var restartOnly = []string{
 	"metrics.", "log.format", "tls.enabled", "tls.client_auth",
 }
 
+// errShuttingDown refuses a reload that arrives once the plugin has begun to stop.
+var errShuttingDown = apierr.New(apierr.ErrUnavailable, "reload: plugin is shutting down")
+
 // Reload re-reads the configuration and applies what can change live. A configuration that fails
 // to load or validate, or that the plugin rejects, leaves the old one in force.
 func (s *Server) Reload(ctx context.Context) (ReloadResult, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	if s.stopping {
+		return ReloadResult{}, errShuttingDown
+	}
 	next, err := config.Load(s.schema, s.opts.Source)
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("rejected").Inc()
