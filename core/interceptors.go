@@ -38,34 +38,19 @@ func splitMethod(fullMethod string) (string, string) {
 
 var errDraining = status.Error(codes.Unavailable, "plugin is draining: retry on another replica")
 
-// admit counts a data call in flight, or refuses it once draining has begun. The count is taken
-// before the check so a drain never misses a call that got past it.
-func (s *Server) admit(fullMethod string) (release func(), err error) {
-	if isControl(fullMethod) {
-		return func() {}, nil
-	}
-	s.inflight.add()
-	if s.draining.Load() {
-		s.inflight.done()
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	// Admission was decided when the call arrived (admission.TagRPC).
+	if !admitted(ctx) {
+		s.observe(ctx, info.FullMethod, time.Now(), errDraining)
 		return nil, errDraining
 	}
-	return s.inflight.done, nil
-}
-
-func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	release, err := s.admit(info.FullMethod)
-	if err != nil {
-		s.observe(ctx, info.FullMethod, time.Now(), err)
-		return nil, err
-	}
-	defer release()
 	start := time.Now()
 	m := s.metrics.forMethod(info.FullMethod)
 	m.inFlight.Inc()
 	defer m.inFlight.Dec()
 
 	var resp any
-	err = s.atEdge(info.FullMethod, func() error {
+	err := s.atEdge(info.FullMethod, func() error {
 		var herr error
 		resp, herr = handler(ctx, req)
 		return herr
@@ -75,12 +60,10 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 }
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	release, err := s.admit(info.FullMethod)
-	if err != nil {
-		s.observe(ss.Context(), info.FullMethod, time.Now(), err)
-		return err
+	if !admitted(ss.Context()) {
+		s.observe(ss.Context(), info.FullMethod, time.Now(), errDraining)
+		return errDraining
 	}
-	defer release()
 	start := time.Now()
 	m := s.metrics.forMethod(info.FullMethod)
 	m.inFlight.Inc()
@@ -92,7 +75,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	stopAfter := context.AfterFunc(s.streamsCtx, cancel)
 	defer stopAfter()
 
-	err = s.atEdge(info.FullMethod, func() error {
+	err := s.atEdge(info.FullMethod, func() error {
 		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
 	})
 	if err != nil && s.streamsCtx.Err() != nil && status.Code(err) == codes.Canceled {

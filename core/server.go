@@ -77,7 +77,9 @@ type Server struct {
 	healthy       atomic.Bool
 	healthWake    chan struct{}
 
-	reloadMu sync.Mutex
+	// dataMethods are the full names of the data services' methods, the calls admission counts.
+	dataMethods map[string]struct{}
+	reloadMu    sync.Mutex
 	// stopping is set under reloadMu before the plugin stops, so no Reload runs during or after
 	// Stop (a plugin's Reconfigure may start work that Stop would have to wait for).
 	stopping bool
@@ -141,6 +143,7 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		maxMsg = max(maxMsg, sizer.MinRecvMessageBytes())
 	}
 	serverOpts := []grpc.ServerOption{
+		grpc.StatsHandler(admission{s: s}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.MaxRecvMsgSize(maxMsg),
@@ -163,6 +166,7 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 	pluginv1.RegisterPluginServiceServer(s.grpcServer, &controlPlane{s: s})
 	p.Register(s.grpcServer)
 	reflection.Register(s.grpcServer)
+	s.dataMethods = dataMethods(s.grpcServer.GetServiceInfo())
 	s.setServing(false)
 
 	var err error
