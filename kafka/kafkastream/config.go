@@ -79,6 +79,10 @@ type BackendConfig struct {
 	// record timeout is not used: it counts from the record's timestamp, which callers may set
 	// in the past.)
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	// UnavailablePublishWait bounds a publish's wait for acknowledgements while the health check
+	// cannot reach the brokers (the plugin reports NOT_SERVING); 0 refuses such a publish with
+	// UNAVAILABLE before any record is handed to the producer, so it can never be written later.
+	UnavailablePublishWait time.Duration `yaml:"unavailable_publish_wait"`
 
 	// Topics is an allow-list of topic globs (path.Match syntax); empty allows every topic.
 	Topics []string `yaml:"topics"`
@@ -275,6 +279,9 @@ func (b *BackendConfig) Validate() error {
 	}
 	if b.MaxBufferedBytes < 1<<20 || b.MaxBufferedBytes > 64<<30 {
 		errs = append(errs, fmt.Errorf("max_buffered_bytes: must be between %d and %d, got %d", 1<<20, int64(64<<30), b.MaxBufferedBytes))
+	}
+	if b.UnavailablePublishWait < 0 || b.UnavailablePublishWait > b.DeliveryTimeout {
+		errs = append(errs, fmt.Errorf("unavailable_publish_wait: must be between 0 and delivery_timeout (%s), got %s", b.DeliveryTimeout, b.UnavailablePublishWait))
 	}
 	if b.DeliveryTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("delivery_timeout: must be at least 1s, got %s", b.DeliveryTimeout))

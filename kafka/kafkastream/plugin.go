@@ -44,6 +44,9 @@ type Plugin struct {
 	// fault-injecting proxy, since brokers advertise their own addresses).
 	dial func(ctx context.Context, network, host string) (net.Conn, error)
 
+	// brokersDown is the last health check's verdict: true while Ping cannot reach the brokers.
+	brokersDown atomic.Bool
+
 	// streamIDs numbers Subscribe streams for metrics labels.
 	streamIDs atomic.Uint64
 	// streams tracks Subscribe and Tail goroutines so Stop can wait for their clients to close.
@@ -129,8 +132,10 @@ func (p *Plugin) Health(ctx context.Context) error {
 		return errors.New("kafka client not started")
 	}
 	if err := client.Ping(ctx); err != nil {
+		p.brokersDown.Store(true)
 		return apierr.Unavailable("ping kafka", err)
 	}
+	p.brokersDown.Store(false)
 	return nil
 }
 

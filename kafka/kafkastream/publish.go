@@ -160,35 +160,83 @@ func (p *Plugin) publish(ctx context.Context, req *streamv1.PublishRequest) (*st
 	if err != nil {
 		return nil, err
 	}
+	wait, err := p.publishWait()
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, p.backend.DeliveryTimeout)
+	pctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	results := producer.ProduceSync(pctx, prep.records...)
+	results, err := produceAll(pctx, producer, prep.records)
+	if err != nil {
+		p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(prep.records)))
+		return nil, p.waitError(ctx, err)
+	}
 	resp := &streamv1.PublishResponse{Sequence: req.GetSequence(), Acks: make([]*streamv1.RecordAck, len(results))}
 	backing := make([]streamv1.RecordAck, len(results))
-	// ProduceSync reports in completion order; acks go back in request order.
-	index := make(map[*kgo.Record]int, len(prep.records))
-	for i, r := range prep.records {
-		index[r] = i
-	}
-	failed, failure := -1, error(nil)
-	for _, res := range results {
-		i := index[res.Record]
+	for i, res := range results {
 		if res.Err != nil {
-			if failed < 0 || i < failed {
-				failed, failure = i, res.Err
-			}
-			continue
+			p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(results)))
+			return nil, produceError(ctx, topics, prep.topic, i, res.Err)
 		}
 		backing[i].Partition, backing[i].Offset = res.Record.Partition, res.Record.Offset
 		resp.Acks[i] = &backing[i]
 	}
-	if failed >= 0 {
-		p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(results)))
-		return nil, produceError(ctx, topics, prep.topic, failed, failure)
-	}
 	p.observeProduce("Publish", start, prep)
 	return resp, nil
+}
+
+// produceAll hands records to the producer and waits for all their acknowledgements, or for ctx.
+// Unlike ProduceSync it returns when ctx ends even while the brokers hang (records already in a
+// produce request cannot be called back until that request times out); the results then arrive
+// later and are dropped. Results are in request order.
+func produceAll(ctx context.Context, producer *kgo.Client, records []*kgo.Record) ([]kgo.ProduceResult, error) {
+	results := make([]kgo.ProduceResult, len(records))
+	var remaining atomic.Int32
+	remaining.Store(int32(len(records)))
+	done := make(chan struct{})
+	for i, r := range records {
+		producer.Produce(ctx, r, func(r *kgo.Record, err error) {
+			results[i] = kgo.ProduceResult{Record: r, Err: err}
+			if remaining.Add(-1) == 0 {
+				close(done)
+			}
+		})
+	}
+	select {
+	case <-done:
+		return results, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// errBrokersDown refuses a publish while the plugin's health check cannot reach the brokers.
+var errBrokersDown = errors.New("the brokers are unreachable (the plugin reports NOT_SERVING)")
+
+// publishWait is how long a publish may wait for its acknowledgements: backend.delivery_timeout,
+// or backend.unavailable_publish_wait while the health check cannot reach the brokers, where 0
+// refuses the publish before any record is handed to the producer.
+func (p *Plugin) publishWait() (time.Duration, error) {
+	if !p.brokersDown.Load() {
+		return p.backend.DeliveryTimeout, nil
+	}
+	if p.backend.UnavailablePublishWait == 0 {
+		return 0, apierr.Unavailable("publish to kafka", errBrokersDown)
+	}
+	return p.backend.UnavailablePublishWait, nil
+}
+
+// waitError maps a publish whose wait ended: the caller's deadline or cancellation as such, the
+// plugin's own bound as UNAVAILABLE.
+func (p *Plugin) waitError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if p.brokersDown.Load() {
+		return apierr.Unavailable("publish to kafka", fmt.Errorf("%w; waited backend.unavailable_publish_wait (%s)", errBrokersDown, p.backend.UnavailablePublishWait))
+	}
+	return apierr.Unavailable("produce to kafka", errors.New("the brokers did not acknowledge the records within backend.delivery_timeout"))
 }
 
 func (p *Plugin) observeProduce(method string, start time.Time, prep *prepared) {
@@ -224,6 +272,7 @@ type pendingPublish struct {
 	prep      *prepared
 	resp      *streamv1.PublishResponse
 	start     time.Time
+	ctx       context.Context    // bounds the wait for this request's acks (publishWait)
 	cancel    context.CancelFunc // ends the request's delivery timeout once every record settled
 	remaining atomic.Int32
 	done      chan struct{}
@@ -276,9 +325,13 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 			return err
 		}
 		prep, err := p.prepare(ctx, req)
+		var wait time.Duration
+		if err == nil {
+			wait, err = p.publishWait()
+		}
 		if err != nil {
 			// Earlier requests still get their responses; this error ends the stream after them.
-			pp := &pendingPublish{done: make(chan struct{})}
+			pp := &pendingPublish{ctx: ctx, done: make(chan struct{})}
 			pp.fail(0, err)
 			close(pp.done)
 			select {
@@ -296,10 +349,9 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 		}
 		pp.remaining.Store(int32(n))
 		acks := make([]streamv1.RecordAck, n)
-		var rctx context.Context
-		rctx, pp.cancel = context.WithTimeout(ctx, p.backend.DeliveryTimeout)
+		pp.ctx, pp.cancel = context.WithTimeout(ctx, wait)
 		for i, r := range prep.records {
-			producer.Produce(rctx, r, func(r *kgo.Record, err error) {
+			producer.Produce(pp.ctx, r, func(r *kgo.Record, err error) {
 				if err != nil {
 					pp.fail(i, produceError(ctx, topics, prep.topic, i, err))
 				} else {
@@ -307,8 +359,8 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 					pp.resp.Acks[i] = &acks[i]
 				}
 				if pp.remaining.Add(-1) == 0 {
+					close(pp.done) // before cancel: the writer reads a cancelled ctx as settled
 					pp.cancel()
-					close(pp.done)
 				}
 			})
 		}
@@ -324,8 +376,21 @@ func (p *Plugin) publishWriter(ctx context.Context, queue <-chan *pendingPublish
 	for pp := range queue {
 		select {
 		case <-pp.done:
+		case <-pp.ctx.Done():
+			select {
+			case <-pp.done: // settled just now
+			default:
+				// The brokers hang: the request's wait is over although its records have not
+				// been called back (they will be, and their results are dropped).
+				if ctx.Err() == nil {
+					pp.fail(0, p.waitError(ctx, pp.ctx.Err()))
+				}
+			}
 		case <-ctx.Done():
 			// Records already handed over finish on their own; their promises need nothing from us.
+			return context.Cause(ctx)
+		}
+		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
 		if pp.err != nil {
