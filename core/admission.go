@@ -17,8 +17,12 @@ type admission struct{ s *Server }
 // ticket is one data call's admission, carried in its context from TagRPC to the interceptor
 // and to the stats.End that releases it.
 type ticket struct {
+	method   string
 	refused  bool
 	released atomic.Bool
+	// observed is set once the call was logged and counted; a call grpc-go rejected before
+	// any interceptor ran (an oversized request) is observed at its End instead.
+	observed atomic.Bool
 }
 
 type ticketKey struct{}
@@ -29,7 +33,7 @@ func (a admission) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.C
 	if _, ok := a.s.dataMethods[info.FullMethodName]; !ok {
 		return ctx // control plane, reflection, or a method grpc-go answers UNIMPLEMENTED
 	}
-	t := &ticket{}
+	t := &ticket{method: info.FullMethodName}
 	a.s.inflight.add()
 	if a.s.draining.Load() {
 		a.s.inflight.done()
@@ -40,11 +44,19 @@ func (a admission) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.C
 
 // HandleRPC implements stats.Handler: the end of an admitted call, however it ended, releases it.
 func (a admission) HandleRPC(ctx context.Context, rs stats.RPCStats) {
-	if _, ok := rs.(*stats.End); !ok {
+	end, ok := rs.(*stats.End)
+	if !ok {
 		return
 	}
-	if t, ok := ctx.Value(ticketKey{}).(*ticket); ok && !t.refused && t.released.CompareAndSwap(false, true) {
+	t, ok := ctx.Value(ticketKey{}).(*ticket)
+	if !ok {
+		return
+	}
+	if !t.refused && t.released.CompareAndSwap(false, true) {
 		a.s.inflight.done()
+	}
+	if end.Error != nil && !t.observed.Load() {
+		a.s.observe(ctx, t.method, end.BeginTime, end.Error)
 	}
 }
 

@@ -44,6 +44,11 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		s.observe(ctx, info.FullMethod, time.Now(), errDraining)
 		return nil, errDraining
 	}
+	if field, bad := s.codec.bad.take(req); bad {
+		err := badUTF8Error(field)
+		s.observe(ctx, info.FullMethod, time.Now(), err)
+		return nil, err
+	}
 	start := time.Now()
 	m := s.metrics.forMethod(info.FullMethod)
 	m.inFlight.Inc()
@@ -76,7 +81,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	defer stopAfter()
 
 	err := s.atEdge(info.FullMethod, func() error {
-		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx, bad: &s.codec.bad})
 	})
 	if err != nil && s.streamsCtx.Err() != nil && status.Code(err) == codes.Canceled {
 		err = errDraining
@@ -102,8 +107,16 @@ func (s *Server) atEdge(fullMethod string, call func() error) (err error) {
 	return status.Error(st.Code(), s.scrub.scrub(st.Message()))
 }
 
+// badUTF8Error rejects a request whose string field is not valid UTF-8.
+func badUTF8Error(field string) error {
+	return apierr.Status(apierr.Invalid(field, "must be valid UTF-8"))
+}
+
 // observe records metrics and a log line for a finished call.
 func (s *Server) observe(ctx context.Context, fullMethod string, start time.Time, err error) {
+	if t, ok := ctx.Value(ticketKey{}).(*ticket); ok {
+		t.observed.Store(true)
+	}
 	m := s.metrics.forMethod(fullMethod)
 	code := status.Code(err)
 	elapsed := time.Since(start)
@@ -132,10 +145,22 @@ func (s *Server) observe(ctx context.Context, fullMethod string, start time.Time
 	log.LogAttrs(ctx, level, "rpc", attrs...)
 }
 
-// contextStream replaces a stream's context with one the server can cancel on drain.
+// contextStream replaces a stream's context with one the server can cancel on drain, and rejects
+// a received message that the codec found invalid UTF-8 in.
 type contextStream struct {
 	grpc.ServerStream
 	ctx context.Context
+	bad *badUTF8
 }
 
 func (c *contextStream) Context() context.Context { return c.ctx }
+
+func (c *contextStream) RecvMsg(m any) error {
+	if err := c.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if field, bad := c.bad.take(m); bad {
+		return badUTF8Error(field)
+	}
+	return nil
+}

@@ -24,14 +24,14 @@ type probePlugin struct {
 	// healthChecks counts Health calls, to bound the check rate during an outage.
 	healthChecks atomic.Int64
 
-	mu       sync.Mutex
-	started  bool
-	stops    int
+	mu      sync.Mutex
+	started bool
+	stops   int
 	// reconfigsAfterStop counts Reconfigure calls that arrived once Stop had run.
 	reconfigsAfterStop int
-	release  chan struct{} // blocks Get calls with id "block" until closed
-	entered  chan struct{} // receives once per blocked call
-	reconfig []string
+	release            chan struct{} // blocks Get calls with id "block" until closed
+	entered            chan struct{} // receives once per blocked call
+	reconfig           []string
 }
 
 type probeBackend struct {

@@ -77,6 +77,8 @@ type Server struct {
 	healthy       atomic.Bool
 	healthWake    chan struct{}
 
+	// codec decodes requests, turning invalid UTF-8 into INVALID_ARGUMENT.
+	codec *requestCodec
 	// dataMethods are the full names of the data services' methods, the calls admission counts.
 	dataMethods map[string]struct{}
 	reloadMu    sync.Mutex
@@ -102,6 +104,7 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		registry:   prometheus.NewRegistry(),
 		drainCh:    make(chan struct{}),
 		healthWake: make(chan struct{}, 1),
+		codec:      newRequestCodec(),
 	}
 	s.streamsCtx, s.cancelStreams = context.WithCancel(context.Background())
 	cfg := opts.Config
@@ -144,6 +147,7 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 	}
 	serverOpts := []grpc.ServerOption{
 		grpc.StatsHandler(admission{s: s}),
+		grpc.ForceServerCodecV2(s.codec),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.MaxRecvMsgSize(maxMsg),
