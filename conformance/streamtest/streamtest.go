@@ -71,6 +71,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	tests := []testCase{
 		{"publish acks every record in request order", s.publishAcks},
 		{"records keep key, value, headers and timestamp", s.roundTrip},
+		{"tombstones and empty values stay apart", s.tombstones},
 		{"publish stream answers each request in order with its sequence", s.publishStream},
 		{"publish stream ends with the first failing request's error", s.publishStreamError},
 		{"invalid publish requests name the field", s.publishInvalid},
@@ -412,6 +413,33 @@ func (s *suite) roundTrip(e env) {
 	assert.True(t, msgs[2].GetTimestamp().AsTime().After(before), "an unset timestamp becomes the publish time")
 }
 
+func (s *suite) tombstones(e env) {
+	t := e.t
+	topic := s.opts.NewTopic(t, 1)
+	s.publish(t, topic,
+		&streamv1.Record{Key: []byte("gone"), Tombstone: true},
+		&streamv1.Record{Key: []byte("empty"), Value: []byte{}, Headers: []*streamv1.Header{{Key: "blank"}}},
+		Record("full", "v"))
+	check := func(how string, msgs []*streamv1.Message) {
+		t.Helper()
+		require.Len(t, msgs, 3, how)
+		assert.True(t, msgs[0].GetTombstone(), "%s: a tombstone is reported as one", how)
+		assert.Empty(t, msgs[0].GetValue(), how)
+		assert.False(t, msgs[1].GetTombstone(), "%s: an empty value is not a tombstone", how)
+		assert.Empty(t, msgs[1].GetValue(), how)
+		require.Len(t, msgs[1].GetHeaders(), 1, how)
+		assert.Equal(t, "blank", msgs[1].GetHeaders()[0].GetKey(), how)
+		assert.Empty(t, msgs[1].GetHeaders()[0].GetValue(), how)
+		assert.False(t, msgs[2].GetTombstone(), how)
+	}
+	tailed, err := Tail(t, s.client, &streamv1.TailRequest{Topic: topic, Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}})
+	require.NoError(t, err)
+	check("tail", tailed)
+	sb := Subscribe(t, s.client, s.sub(topic, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST))
+	defer sb.Close()
+	check("subscribe", sb.Next(t, 3))
+}
+
 func (s *suite) publishStream(e env) {
 	t := e.t
 	topic := s.opts.NewTopic(t, 2)
@@ -471,6 +499,7 @@ func (s *suite) publishInvalid(e env) {
 	}{
 		{"no records", &streamv1.PublishRequest{Topic: topic}, "records"},
 		{"too many records", &streamv1.PublishRequest{Topic: topic, Records: tooMany}, "records"},
+		{"tombstone with a value", &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{{Value: []byte("x"), Tombstone: true}}}, "records[0].value"},
 		{"value over the limit", &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{Record("", "ok"), {Value: big}}}, "records[1].value"},
 		{"too many headers", &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{manyHeaders}}, "records[0].headers"},
 		{"empty header key", &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{Record("", "x", "", "v")}}, "records[0].headers[0].key"},

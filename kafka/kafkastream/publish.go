@@ -81,14 +81,24 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 		if len(rec.GetKey()) > 0 {
 			r.Key = rec.GetKey()
 		}
-		r.Value = rec.GetValue()
-		if r.Value == nil {
+		// Kafka tells a null value (a tombstone) and a null header value from empty ones;
+		// protobuf does not, so an empty value is written as empty unless it is a tombstone.
+		switch {
+		case rec.GetTombstone():
+			r.Value = nil
+		case rec.GetValue() == nil:
 			r.Value = []byte{}
+		default:
+			r.Value = rec.GetValue()
 		}
 		if hs := rec.GetHeaders(); len(hs) > 0 {
 			r.Headers = make([]kgo.RecordHeader, len(hs))
 			for j, h := range hs {
-				r.Headers[j] = kgo.RecordHeader{Key: h.GetKey(), Value: h.GetValue()}
+				v := h.GetValue()
+				if v == nil {
+					v = []byte{}
+				}
+				r.Headers[j] = kgo.RecordHeader{Key: h.GetKey(), Value: v}
 			}
 		}
 		if rec.GetTimestamp() != nil {
@@ -128,6 +138,9 @@ func validateRecord(limits *LimitsConfig, i int, rec *streamv1.Record) (int, err
 	}
 	if n := len(rec.GetValue()); n > limits.MaxValueBytes {
 		return 0, apierr.Invalid(field("value"), "at most %d bytes (limits.max_value_bytes), got %d", limits.MaxValueBytes, n)
+	}
+	if rec.GetTombstone() && len(rec.GetValue()) > 0 {
+		return 0, apierr.Invalid(field("value"), "must be empty for a tombstone (tombstone is true), got %d bytes", len(rec.GetValue()))
 	}
 	if n := len(rec.GetHeaders()); n > limits.MaxHeaders {
 		return 0, apierr.Invalid(field("headers"), "at most %d headers (limits.max_headers), got %d", limits.MaxHeaders, n)

@@ -313,6 +313,7 @@ func (a *messageSlab) message(r *kgo.Record, want int) *streamv1.Message {
 	a.msgs, a.ts = a.msgs[1:], a.ts[1:]
 	ts.Seconds, ts.Nanos = r.Timestamp.Unix(), int32(r.Timestamp.Nanosecond())
 	m.Topic, m.Partition, m.Offset, m.Key, m.Value, m.Timestamp = r.Topic, r.Partition, r.Offset, r.Key, r.Value, ts
+	m.Tombstone = r.Value == nil
 	if len(r.Headers) > 0 {
 		m.Headers = make([]*streamv1.Header, len(r.Headers))
 		hs := make([]streamv1.Header, len(r.Headers))

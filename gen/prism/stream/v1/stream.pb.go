@@ -80,7 +80,8 @@ type Header struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Header name. Must not be empty.
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// Header value; may be empty.
+	// Header value; may be empty, and an empty value is written as empty, never
+	// as null. A header read from Kafka with a null value shows as empty.
 	Value         []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -136,7 +137,7 @@ type Record struct {
 	// Record key; records with the same key go to the same partition unless
 	// partition is set. May be empty.
 	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// Record payload; may be empty.
+	// Record payload; may be empty (an empty value, not a tombstone).
 	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Record headers, in order.
 	Headers []*Header `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty"`
@@ -144,7 +145,10 @@ type Record struct {
 	// (or spreads keyless records). Must exist in the topic.
 	Partition *int32 `protobuf:"varint,4,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
 	// Record time. Unset means the time the plugin receives the request.
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// Publish a tombstone: a record whose value is null, which compacted topics
+	// read as "delete this key". value must then be empty.
+	Tombstone     bool `protobuf:"varint,6,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -212,6 +216,13 @@ func (x *Record) GetTimestamp() *timestamppb.Timestamp {
 		return x.Timestamp
 	}
 	return nil
+}
+
+func (x *Record) GetTombstone() bool {
+	if x != nil {
+		return x.Tombstone
+	}
+	return false
 }
 
 // PublishRequest appends records to one topic.
@@ -599,7 +610,8 @@ type Message struct {
 	Offset int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Record key; empty when it had none.
 	Key []byte `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
-	// Record payload.
+	// Record payload; empty both for an empty value and for a tombstone (see
+	// tombstone).
 	Value []byte `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
 	// Record headers, in their original order.
 	Headers []*Header `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
@@ -611,8 +623,11 @@ type Message struct {
 	// How many times this message has been sent to the group, starting at 1.
 	// Zero on Tail.
 	DeliveryAttempt int32 `protobuf:"varint,9,opt,name=delivery_attempt,json=deliveryAttempt,proto3" json:"delivery_attempt,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// True when the record's value is null (a tombstone), false when it has a
+	// value, even an empty one.
+	Tombstone     bool `protobuf:"varint,10,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -706,6 +721,13 @@ func (x *Message) GetDeliveryAttempt() int32 {
 		return x.DeliveryAttempt
 	}
 	return 0
+}
+
+func (x *Message) GetTombstone() bool {
+	if x != nil {
+		return x.Tombstone
+	}
+	return false
 }
 
 // SubscribeResponse is one server message on a Subscribe stream.
@@ -963,13 +985,14 @@ const file_prism_stream_v1_stream_proto_rawDesc = "" +
 	"\x1cprism/stream/v1/stream.proto\x12\x0fprism.stream.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\xec\x01\n" +
 	"\x06Record\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x121\n" +
 	"\aheaders\x18\x03 \x03(\v2\x17.prism.stream.v1.HeaderR\aheaders\x12!\n" +
 	"\tpartition\x18\x04 \x01(\x05H\x00R\tpartition\x88\x01\x01\x128\n" +
-	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestampB\f\n" +
+	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x1c\n" +
+	"\ttombstone\x18\x06 \x01(\bR\ttombstoneB\f\n" +
 	"\n" +
 	"_partition\"u\n" +
 	"\x0ePublishRequest\x12\x14\n" +
@@ -993,7 +1016,7 @@ const file_prism_stream_v1_stream_proto_rawDesc = "" +
 	"\x10SubscribeRequest\x12A\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x1d.prism.stream.v1.SubscriptionR\fsubscription\x12)\n" +
 	"\x03ack\x18\x02 \x01(\v2\x17.prism.stream.v1.AckIdsR\x03ack\x12+\n" +
-	"\x04nack\x18\x03 \x01(\v2\x17.prism.stream.v1.AckIdsR\x04nack\"\xac\x02\n" +
+	"\x04nack\x18\x03 \x01(\v2\x17.prism.stream.v1.AckIdsR\x04nack\"\xca\x02\n" +
 	"\aMessage\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1003,7 +1026,9 @@ const file_prism_stream_v1_stream_proto_rawDesc = "" +
 	"\aheaders\x18\x06 \x03(\v2\x17.prism.stream.v1.HeaderR\aheaders\x128\n" +
 	"\ttimestamp\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x15\n" +
 	"\x06ack_id\x18\b \x01(\tR\x05ackId\x12)\n" +
-	"\x10delivery_attempt\x18\t \x01(\x05R\x0fdeliveryAttempt\"q\n" +
+	"\x10delivery_attempt\x18\t \x01(\x05R\x0fdeliveryAttempt\x12\x1c\n" +
+	"\ttombstone\x18\n" +
+	" \x01(\bR\ttombstone\"q\n" +
 	"\x11SubscribeResponse\x124\n" +
 	"\bmessages\x18\x01 \x03(\v2\x18.prism.stream.v1.MessageR\bmessages\x12&\n" +
 	"\x0fignored_ack_ids\x18\x02 \x03(\tR\rignoredAckIds\"\xaf\x02\n" +
