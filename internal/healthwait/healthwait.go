@@ -31,6 +31,8 @@ func Until(ctx context.Context, conn grpc.ClientConnInterface, service string, w
 		switch {
 		case err == nil && resp.GetStatus() == want:
 			return nil
+		case err != nil && ctx.Err() != nil && last != "":
+			// The wait itself ended during this check: keep what the server said before.
 		case err != nil:
 			last = err.Error()
 		default:
