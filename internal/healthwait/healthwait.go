@@ -31,7 +31,7 @@ func Until(ctx context.Context, conn grpc.ClientConnInterface, service string, w
 		switch {
 		case err == nil && resp.GetStatus() == want:
 			return nil
-		case err != nil && ctx.Err() != nil && last != "":
+		case err != nil && last != "" && waitOver(ctx):
 			// The wait itself ended during this check: keep what the server said before.
 		case err != nil:
 			last = err.Error()
@@ -46,4 +46,14 @@ func Until(ctx context.Context, conn grpc.ClientConnInterface, service string, w
 		case <-time.After(poll):
 		}
 	}
+}
+
+// waitOver reports whether ctx has ended or reached its deadline; grpc-go's own deadline timer
+// can fail a call a moment before ctx reports it.
+func waitOver(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && time.Until(d) < time.Millisecond
 }
