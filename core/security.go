@@ -187,7 +187,8 @@ func (s *Server) securityUnary(ctx context.Context, req any, info *grpc.UnarySer
 		if apierr.Code(err) == apierrUnauthenticated || apierr.Code(err) == apierrDenied {
 			ev.Error = err.Error()
 		}
-		sec.audit.Write(&ev)
+		// The current sink: a Reload may have reopened the file while this call ran.
+		s.sec.Load().audit.Write(&ev)
 	}
 	return resp, err
 }
@@ -224,7 +225,7 @@ func (s *Server) securityStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 		if c := apierr.Code(err); c == apierrUnauthenticated || c == apierrDenied {
 			ev.Error = err.Error()
 		}
-		sec.audit.Write(&ev)
+		s.sec.Load().audit.Write(&ev)
 	}
 	return err
 }
