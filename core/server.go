@@ -162,7 +162,7 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.sec.Store(sec)
-	if sec.policies.Enabled() && !(cfg.TLS.Enabled && cfg.TLS.ClientAuth == "require") && !cfg.Auth.JWT.Enabled {
+	if sec.policies.Enabled() && (!cfg.TLS.Enabled || cfg.TLS.ClientAuth != "require") && !cfg.Auth.JWT.Enabled {
 		s.logger().Warn("auth.policies are set but nothing can authenticate callers (no mTLS, no auth.jwt): every data call will be refused as UNAUTHENTICATED")
 	}
 	s.grpcServer = grpc.NewServer(serverOpts...)

@@ -43,6 +43,7 @@ func NewCA(tb testing.TB, name string) *CA {
 }
 
 func serial(tb testing.TB) *big.Int {
+	tb.Helper()
 	n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
 	require.NoError(tb, err)
 	return n

@@ -18,7 +18,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-		"testing"
+	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -173,6 +173,7 @@ func unique(prefix string) string {
 // Run runs the whole suite. It starts the plugin twice: once with the suite's policies, once with
 // a grant-everything policy for the plugin's own conformance suite over mTLS.
 func Run(t *testing.T, b Backend) {
+	t.Helper()
 	p := newPKI(t)
 	// Namespaces seca<hex> match the writer's glob seca*; nsB is granted by exact name.
 	nsA := b.NewNamespace(t, "seca")
@@ -283,7 +284,7 @@ func Run(t *testing.T, b Backend) {
 		require.Equal(t, codes.FailedPrecondition, code(err), "%v", err)
 		assert.Contains(t, status.Convert(err).Message(), "wirte")
 		assert.Equal(t, codes.PermissionDenied, code(b.Write(ctx, reader, nsA, newKey(), secretValue)))
-		assert.NoError(t, b.Read(ctx, reader, nsA, newKey()))
+		require.NoError(t, b.Read(ctx, reader, nsA, newKey()))
 		r.WriteConfig(t, p.config(policiesFor(nsB)))
 	})
 
@@ -298,6 +299,7 @@ func Run(t *testing.T, b Backend) {
 		require.Eventually(t, func() bool {
 			var served string
 			tc := p.clients["reader"].Clone()
+			tc.SessionTicketsDisabled = true
 			tc.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
 				c, err := x509.ParseCertificate(raw[0])
 				if err == nil {

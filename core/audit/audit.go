@@ -33,7 +33,7 @@ func Open(cfg config.AuditConfig) (*Sink, error) {
 	if cfg.Output == "stderr" {
 		return &Sink{out: os.Stderr}, nil
 	}
-	f, err := os.OpenFile(cfg.Output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) //nolint:gosec // the operator's own config value
+	f, err := os.OpenFile(cfg.Output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("auth.audit.output: %w", err)
 	}

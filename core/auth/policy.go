@@ -35,9 +35,6 @@ var opBits = func() map[string]Op {
 	return m
 }()
 
-// allOps is the mask of every known operation; * grants it and any unknown method as well.
-const allOps = ^Op(0)
-
 // OpOf returns the operation of a method name ("Get"); OpNone for a method no group lists.
 func OpOf(method string) Op { return opBits[method] }
 

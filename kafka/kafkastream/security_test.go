@@ -2,6 +2,7 @@ package kafkastream_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -24,10 +25,12 @@ func TestSecurity(t *testing.T) {
 	brokers := testsvc.KafkaBrokers(t)
 	securitytest.Run(t, securitytest.Backend{
 		Start: func(tb testing.TB, yaml string) *coretest.Running {
+			tb.Helper()
 			base := "backend:\n  brokers: [" + strings.Join(brokers, ", ") + "]\n" + groupTimings
 			return coretest.Start(tb, kafkastream.New(), coretest.Options{YAML: base + yaml})
 		},
 		NewNamespace: func(tb testing.TB, prefix string) string {
+			tb.Helper()
 			name := uniqueName(prefix)
 			createTopic(tb, adm, name, 1)
 			return name
@@ -47,7 +50,7 @@ func TestSecurity(t *testing.T) {
 			}
 			for {
 				if _, err := stream.Recv(); err != nil {
-					if err == io.EOF {
+					if errors.Is(err, io.EOF) {
 						return nil
 					}
 					return err
@@ -55,6 +58,7 @@ func TestSecurity(t *testing.T) {
 			}
 		},
 		Stored: func(tb testing.TB, topic, key string) bool {
+			tb.Helper()
 			return topicHasKey(tb, brokers, topic, key)
 		},
 		Subscribe: func(ctx context.Context, conn grpc.ClientConnInterface, topics []string) error {
@@ -69,6 +73,7 @@ func TestSecurity(t *testing.T) {
 			return err
 		},
 		Conformance: func(t *testing.T, conn grpc.ClientConnInterface) {
+			t.Helper()
 			streamtest.Run(t, conn, streamtest.Options{NewTopic: func(tb testing.TB, partitions int) string {
 				tb.Helper()
 				return newTopic(tb, adm, partitions)

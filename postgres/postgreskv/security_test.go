@@ -20,6 +20,7 @@ func TestSecurity(t *testing.T) {
 	dbURL := newDatabase(t)
 	securitytest.Run(t, securitytest.Backend{
 		Start: func(tb testing.TB, yaml string) *coretest.Running {
+			tb.Helper()
 			return coretest.Start(tb, postgreskv.New(), coretest.Options{YAML: yaml, Env: map[string]string{"DATABASE_URL": dbURL}})
 		},
 		NewNamespace: func(_ testing.TB, prefix string) string {
@@ -38,6 +39,7 @@ func TestSecurity(t *testing.T) {
 			return err
 		},
 		Stored: func(tb testing.TB, ns, key string) bool {
+			tb.Helper()
 			var n int
 			err := connect(tb, dbURL).QueryRow(context.Background(),
 				"SELECT count(*) FROM prism_kv_items WHERE namespace = $1 AND id = $2", ns, []byte(key)).Scan(&n)
@@ -45,6 +47,7 @@ func TestSecurity(t *testing.T) {
 			return n > 0
 		},
 		Conformance: func(t *testing.T, conn grpc.ClientConnInterface) {
+			t.Helper()
 			keyvaluetest.Run(t, conn, keyvaluetest.Options{})
 		},
 	})

@@ -23,6 +23,7 @@ func TestSecurity(t *testing.T) {
 	cli := newRedisCLI(addr, false)
 	securitytest.Run(t, securitytest.Backend{
 		Start: func(tb testing.TB, yaml string) *coretest.Running {
+			tb.Helper()
 			return coretest.Start(tb, rediscache.New(), coretest.Options{YAML: yaml, Env: map[string]string{
 				"REDIS_ADDRESS": addr, "REDIS_USERNAME": testsvc.User, "REDIS_PASSWORD": testsvc.Password,
 			}})
@@ -37,11 +38,13 @@ func TestSecurity(t *testing.T) {
 			return err
 		},
 		Stored: func(tb testing.TB, ns, key string) bool {
+			tb.Helper()
 			out, err := cli.run(context.Background(), nil, "EXISTS", cli.keyPrefix+ns+":"+key)
 			require.NoError(tb, err)
 			return strings.TrimSpace(string(out)) == "1"
 		},
 		Conformance: func(t *testing.T, conn grpc.ClientConnInterface) {
+			t.Helper()
 			cachetest.Run(t, conn, cachetest.Options{Raw: cli})
 		},
 	})
