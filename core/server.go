@@ -60,6 +60,10 @@ type Server struct {
 	registry *prometheus.Registry
 	metrics  *serverMetrics
 	tls      *tlsReloader
+	sec      atomic.Pointer[security]
+
+	filesWatch  *fileWatcher // certificate, CA and JWKS files
+	configWatch *fileWatcher // the config file, with plugin.watch_config
 
 	grpcServer   *grpc.Server
 	health       *health.Server
@@ -148,8 +152,8 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 	serverOpts := []grpc.ServerOption{
 		grpc.StatsHandler(admission{s: s}),
 		grpc.ForceServerCodecV2(s.codec),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor, s.securityUnary),
+		grpc.ChainStreamInterceptor(s.streamInterceptor, s.securityStream),
 		grpc.MaxRecvMsgSize(maxMsg),
 		grpc.MaxSendMsgSize(maxMsg),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -164,6 +168,14 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		s.tls = reloader
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(reloader.serverConfig())))
 	}
+	sec, err := buildSecurity(cfg.Auth, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.sec.Store(sec)
+	if sec.policies.Enabled() && (!cfg.TLS.Enabled || cfg.TLS.ClientAuth != "require") && !cfg.Auth.JWT.Enabled {
+		s.logger().Warn("auth.policies are set but nothing can authenticate callers (no mTLS, no auth.jwt): every data call will be refused as UNAUTHENTICATED")
+	}
 	s.grpcServer = grpc.NewServer(serverOpts...)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
@@ -173,7 +185,6 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 	s.dataMethods = dataMethods(s.grpcServer.GetServiceInfo())
 	s.setServing(false)
 
-	var err error
 	addr := net.JoinHostPort(cfg.ControlPlane.Host, strconv.Itoa(cfg.ControlPlane.Port))
 	if s.listener, err = net.Listen("tcp", addr); err != nil {
 		return nil, fmt.Errorf("listen on control_plane.port: %w", err)
@@ -232,6 +243,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer s.bg.Done()
 		s.healthLoop(bgCtx)
 	}()
+	if err := s.startWatchers(bgCtx); err != nil {
+		s.logger().Error("file watch unavailable; certificate, JWKS and config changes need SIGHUP", "error", err)
+	}
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- s.grpcServer.Serve(s.listener) }()
@@ -257,6 +271,46 @@ func (s *Server) Serve(ctx context.Context) error {
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), s.Config().ControlPlane.ShutdownGrace)
 	defer cancelShutdown()
 	return errors.Join(runErr, s.Shutdown(shutdownCtx))
+}
+
+// startWatchers watches the certificate, CA and JWKS files, and with plugin.watch_config the
+// config file, reloading when their contents change. The goroutines end with ctx.
+func (s *Server) startWatchers(ctx context.Context) error {
+	cfg := s.Config()
+	files := securityFiles(cfg)
+	if len(files) > 0 {
+		fw, err := newFileWatcher(files, cfg.Plugin.WatchDebounce, func() {
+			s.logger().Info("certificate or JWKS files changed; reloading them")
+			_, _ = s.reloadFiles(ctx)
+		})
+		if err != nil {
+			return err
+		}
+		s.reloadMu.Lock()
+		s.filesWatch = fw
+		s.reloadMu.Unlock()
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			fw.run(ctx)
+		}()
+	}
+	if cfg.Plugin.WatchConfig && s.opts.Source.Path != "" {
+		cw, err := newFileWatcher([]string{s.opts.Source.Path}, cfg.Plugin.WatchDebounce, func() {
+			s.logger().Info("config file changed; reloading", "path", s.opts.Source.Path)
+			_, _ = s.Reload(ctx)
+		})
+		if err != nil {
+			return err
+		}
+		s.configWatch = cw
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			cw.run(ctx)
+		}()
+	}
+	return nil
 }
 
 func addrString(a net.Addr) string {
@@ -312,6 +366,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.httpListener.Close()
 		}
 		s.stopErr = s.plugin.Stop(stopCtx)
+		_ = s.sec.Load().audit.Close()
 		s.logger().Info("plugin stopped", "cut_off_calls", remaining)
 	})
 	return s.stopErr
@@ -370,8 +425,12 @@ var restartOnly = []string{
 // errShuttingDown refuses a reload that arrives once the plugin has begun to stop.
 var errShuttingDown = apierr.New(apierr.ErrUnavailable, "reload: plugin is shutting down")
 
-// Reload re-reads the configuration and applies what can change live. A configuration that fails
-// to load or validate, or that the plugin rejects, leaves the old one in force.
+// Reload re-reads the configuration and applies what can change live, all or nothing: new TLS
+// material, policies, JWKS keys, the audit sink and the plugin's changes are all prepared first,
+// and swapped in only once every one of them is accepted. A configuration that fails to load or
+// validate, or that any part rejects, leaves the old one wholly in force. Restart-only values
+// keep their running values (and are listed under RestartRequired). The audit file is reopened
+// (for logrotate).
 func (s *Server) Reload(ctx context.Context) (ReloadResult, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -380,22 +439,78 @@ func (s *Server) Reload(ctx context.Context) (ReloadResult, error) {
 	}
 	next, err := config.Load(s.schema, s.opts.Source)
 	if err != nil {
-		s.metrics.reloads.WithLabelValues("rejected").Inc()
-		s.logger().Error("config reload rejected; keeping the running config", "error", err)
-		return ReloadResult{}, fmt.Errorf("reload: %w", err)
+		return ReloadResult{}, s.rejectReload(err)
 	}
+	return s.apply(ctx, next, true)
+}
+
+// reloadFiles re-reads the certificate, CA and JWKS files under the running configuration, when
+// the watcher sees them change.
+func (s *Server) reloadFiles(ctx context.Context) (ReloadResult, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if s.stopping {
+		return ReloadResult{}, errShuttingDown
+	}
+	return s.apply(ctx, s.Config(), false)
+}
+
+func (s *Server) rejectReload(err error) error {
+	s.metrics.reloads.WithLabelValues("rejected").Inc()
+	s.logger().Error("config reload rejected; keeping the running config", "error", err)
+	return fmt.Errorf("reload: %w", err)
+}
+
+// keepRestartOnly copies into next the running values of what cannot change live.
+func keepRestartOnly(old, next *config.Config) {
+	next.Plugin = old.Plugin
+	next.ControlPlane.Host = old.ControlPlane.Host
+	next.ControlPlane.Port = old.ControlPlane.Port
+	next.ControlPlane.MaxRecvMessageBytes = old.ControlPlane.MaxRecvMessageBytes
+	next.Metrics = old.Metrics
+	next.Log.Format = old.Log.Format
+	next.TLS.Enabled = old.TLS.Enabled
+	next.TLS.ClientAuth = old.TLS.ClientAuth
+}
+
+// apply prepares every part of next, then swaps them all in. Callers hold reloadMu.
+func (s *Server) apply(ctx context.Context, next *config.Config, reopenAudit bool) (ReloadResult, error) {
 	old := s.Config()
 	changed := config.Changes(old, next)
+	if next != old {
+		keepRestartOnly(old, next)
+		if err := next.Validate(); err != nil {
+			return ReloadResult{}, s.rejectReload(fmt.Errorf("invalid config with the restart-only values in force: %w", err))
+		}
+	}
+	var tlsNext *tlsMaterial
 	if s.tls != nil {
 		// Certificate files are re-read on every reload: rotation keeps the same paths.
-		rotated, err := s.tls.reload(next.TLS)
+		m, rotated, err := s.tls.load(next.TLS)
 		if err != nil {
-			s.metrics.reloads.WithLabelValues("rejected").Inc()
-			return ReloadResult{}, fmt.Errorf("reload: %w", err)
+			return ReloadResult{}, s.rejectReload(err)
 		}
+		tlsNext = m
 		if rotated {
 			changed = append(changed, "tls.certificates")
 		}
+	}
+	oldSec := s.sec.Load()
+	reuse := oldSec
+	if reopenAudit {
+		reuse = nil
+	}
+	secNext, err := buildSecurity(next.Auth, reuse)
+	if err != nil {
+		return ReloadResult{}, s.rejectReload(err)
+	}
+	discard := func() {
+		if secNext.audit != oldSec.audit {
+			_ = secNext.audit.Close()
+		}
+	}
+	if !secNext.sameKeys(oldSec) && next.Auth.JWT.Enabled && oldSec.jwt != nil {
+		changed = append(changed, "auth.jwt.keys")
 	}
 	var result ReloadResult
 	var pluginChanged []string
@@ -409,6 +524,7 @@ func (s *Server) Reload(ctx context.Context) (ReloadResult, error) {
 			result.Changed = append(result.Changed, path)
 		}
 	}
+	// The plugin goes last: accepting its changes applies them, so nothing may fail after it.
 	if len(pluginChanged) > 0 {
 		rc, ok := s.plugin.(Reconfigurer)
 		if !ok {
@@ -416,6 +532,7 @@ func (s *Server) Reload(ctx context.Context) (ReloadResult, error) {
 		} else {
 			restart, err := rc.Reconfigure(ctx, next, pluginChanged)
 			if err != nil {
+				discard()
 				s.metrics.reloads.WithLabelValues("rejected").Inc()
 				s.logger().Error("config reload rejected by plugin; keeping the running config", "error", err)
 				return ReloadResult{}, fmt.Errorf("reload: %w", err)
@@ -435,9 +552,19 @@ func (s *Server) Reload(ctx context.Context) (ReloadResult, error) {
 			}
 		}
 	}
+	if tlsNext != nil {
+		s.tls.commit(tlsNext)
+	}
+	s.sec.Store(secNext)
+	if oldSec.audit != secNext.audit {
+		_ = oldSec.audit.Close()
+	}
 	s.scrub.update(next.Secrets())
 	s.level.Set(levelOf(next.Log.Level))
 	s.cfg.Store(next)
+	if s.filesWatch != nil {
+		s.filesWatch.setFiles(securityFiles(next))
+	}
 	if len(changed) == 0 {
 		s.metrics.reloads.WithLabelValues("unchanged").Inc()
 		s.logger().Info("config reloaded: nothing changed")

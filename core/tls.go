@@ -27,43 +27,49 @@ type tlsMaterial struct {
 
 func newTLSReloader(cfg config.TLSConfig) (*tlsReloader, error) {
 	r := &tlsReloader{}
-	if _, err := r.reload(cfg); err != nil {
+	m, _, err := r.load(cfg)
+	if err != nil {
 		return nil, err
 	}
+	r.current.Store(m)
 	return r, nil
 }
 
-// reload reads the files again and reports whether their contents changed.
-func (r *tlsReloader) reload(cfg config.TLSConfig) (bool, error) {
+// load reads the files again into new material, without putting it in force (a reload swaps it
+// in with commit once everything else is accepted), and reports whether their contents changed.
+func (r *tlsReloader) load(cfg config.TLSConfig) (*tlsMaterial, bool, error) {
 	certPEM, err := os.ReadFile(cfg.CertFile)
 	if err != nil {
-		return false, fmt.Errorf("tls.cert_file: %w", err)
+		return nil, false, fmt.Errorf("tls.cert_file: %w", err)
 	}
 	keyPEM, err := os.ReadFile(cfg.KeyFile)
 	if err != nil {
-		return false, fmt.Errorf("tls.key_file: %w", err)
+		return nil, false, fmt.Errorf("tls.key_file: %w", err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return false, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
+		return nil, false, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
 	}
 	m := &tlsMaterial{cert: cert, clientAuth: tls.NoClientCert}
 	m.raw = append(append([]byte{}, certPEM...), keyPEM...)
 	if cfg.ClientAuth == "require" {
 		caPEM, err := os.ReadFile(cfg.ClientCAFile)
 		if err != nil {
-			return false, fmt.Errorf("tls.client_ca_file: %w", err)
+			return nil, false, fmt.Errorf("tls.client_ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(caPEM) {
-			return false, errors.New("tls.client_ca_file: no PEM certificates found")
+			return nil, false, errors.New("tls.client_ca_file: no PEM certificates found")
 		}
 		m.clientCAs, m.clientAuth = pool, tls.RequireAndVerifyClientCert
 		m.raw = append(m.raw, caPEM...)
 	}
-	prev := r.current.Swap(m)
-	return prev != nil && !bytes.Equal(prev.raw, m.raw), nil
+	prev := r.current.Load()
+	return m, prev != nil && !bytes.Equal(prev.raw, m.raw), nil
 }
+
+// commit puts loaded material in force for new handshakes; open connections keep theirs.
+func (r *tlsReloader) commit(m *tlsMaterial) { r.current.Store(m) }
 
 // serverConfig builds each handshake's config from the material current at that moment.
 func (r *tlsReloader) serverConfig() *tls.Config {

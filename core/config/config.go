@@ -44,6 +44,10 @@ type Config struct {
 type PluginConfig struct {
 	// Name identifies the instance in logs and GetInfo; defaults to the plugin's name.
 	Name string `yaml:"name"`
+	// WatchConfig reloads the configuration when its file changes (Kubernetes ConfigMap updates
+	// included), after WatchDebounce of quiet, with the same rules as SIGHUP.
+	WatchConfig   bool          `yaml:"watch_config"`
+	WatchDebounce time.Duration `yaml:"watch_debounce"`
 }
 
 // ControlPlaneConfig configures the one gRPC listener and the lifecycle timings.
@@ -80,14 +84,54 @@ type TLSConfig struct {
 	ClientAuth   string `yaml:"client_auth"`
 }
 
-// AuthConfig is reserved for inbound authorization policies (DESIGN §4); it has no keys yet, so
-// any key placed here is reported as unknown rather than silently ignored.
-type AuthConfig struct{}
+// AuthConfig configures inbound security (DESIGN §4): who a caller is (mTLS certificate or bearer
+// JWT), what each identity may do (policies), and the audit log. Everything in it changes live on
+// reload.
+type AuthConfig struct {
+	// Policies grant identities operations on namespaces (topics for Stream). None = allow all;
+	// once one exists, everything not granted is denied.
+	Policies []PolicyConfig `yaml:"policies"`
+	// GetInfoRequiresAdmin puts PluginService/GetInfo behind the admin grant (open by default).
+	GetInfoRequiresAdmin bool `yaml:"get_info_requires_admin"`
+	// JWT accepts a bearer token in the authorization metadata as the caller's identity.
+	JWT JWTConfig `yaml:"jwt"`
+	// Audit writes one JSON line per call to its own sink.
+	Audit AuditConfig `yaml:"audit"`
+}
+
+// PolicyConfig grants identities (globs) operations on namespaces or topics (globs).
+type PolicyConfig struct {
+	// Name labels the policy in errors.
+	Name string `yaml:"name"`
+	// Identities are globs over caller identities: SPIFFE IDs, DNS names, CNs or JWT subjects.
+	Identities []string `yaml:"identities"`
+	// Operations are method names (Get, Publish, Drain, ...), the groups read, write and admin, or *.
+	Operations []string `yaml:"operations"`
+	// Namespaces are globs over namespaces (KeyValue, Cache) or topics (Stream).
+	Namespaces []string `yaml:"namespaces"`
+}
+
+// JWTConfig verifies bearer tokens against a JWKS file.
+type JWTConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// JWKSFile holds the public keys (JSON Web Key Set); it is watched and re-read on change.
+	JWKSFile string `yaml:"jwks_file"`
+	// Issuer and Audience must match the token's iss and aud claims.
+	Issuer   string `yaml:"issuer"`
+	Audience string `yaml:"audience"`
+}
+
+// AuditConfig configures the audit log.
+type AuditConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Output is stderr or a file path; a file is reopened on every reload (logrotate).
+	Output string `yaml:"output"`
+}
 
 // Default returns the configuration a plugin runs with when nothing is configured.
 func Default(s Schema) *Config {
 	cfg := &Config{
-		Plugin: PluginConfig{Name: s.Plugin},
+		Plugin: PluginConfig{Name: s.Plugin, WatchDebounce: time.Second},
 		ControlPlane: ControlPlaneConfig{
 			Host:                "0.0.0.0",
 			Port:                s.Port,
@@ -99,6 +143,7 @@ func Default(s Schema) *Config {
 		Metrics: MetricsConfig{Enabled: true, Host: "0.0.0.0", Port: s.MetricsPort},
 		Log:     LogConfig{Level: "info", Format: "json"},
 		TLS:     TLSConfig{ClientAuth: "none"},
+		Auth:    AuthConfig{Audit: AuditConfig{Output: "stderr"}},
 		Limits:  &emptySection{},
 		Backend: &emptySection{},
 	}
@@ -166,6 +211,10 @@ func (c *Config) Validate() error {
 	} else if c.TLS.ClientAuth == "require" {
 		add("tls.client_auth", "require needs tls.enabled: true")
 	}
+	if c.Plugin.WatchDebounce < 10*time.Millisecond || c.Plugin.WatchDebounce > time.Minute {
+		add("plugin.watch_debounce", "must be between 10ms and 1m, got %s", c.Plugin.WatchDebounce)
+	}
+	errs = append(errs, c.Auth.validate())
 	errs = append(errs, prefixed("limits.", c.Limits.Validate()))
 	errs = append(errs, prefixed("backend.", c.Backend.Validate()))
 	return errors.Join(errs...)
@@ -233,3 +282,33 @@ func prefixed(prefix string, err error) error {
 type emptySection struct{}
 
 func (*emptySection) Validate() error { return nil }
+
+// validate checks the shape of the auth section; the policies' operations and globs are checked
+// when core/auth compiles them.
+func (a *AuthConfig) validate() error {
+	var errs []error
+	for i, p := range a.Policies {
+		path := fmt.Sprintf("auth.policies[%d]", i)
+		if len(p.Identities) == 0 {
+			errs = append(errs, fmt.Errorf("%s.identities: must list at least one identity glob", path))
+		}
+		if len(p.Operations) == 0 {
+			errs = append(errs, fmt.Errorf("%s.operations: must list at least one operation", path))
+		}
+	}
+	if a.JWT.Enabled {
+		if a.JWT.JWKSFile == "" {
+			errs = append(errs, errors.New("auth.jwt.jwks_file: required when auth.jwt.enabled is true"))
+		}
+		if a.JWT.Issuer == "" {
+			errs = append(errs, errors.New("auth.jwt.issuer: required when auth.jwt.enabled is true"))
+		}
+		if a.JWT.Audience == "" {
+			errs = append(errs, errors.New("auth.jwt.audience: required when auth.jwt.enabled is true"))
+		}
+	}
+	if a.Audit.Enabled && a.Audit.Output == "" {
+		errs = append(errs, errors.New("auth.audit.output: must be stderr or a file path"))
+	}
+	return errors.Join(errs...)
+}

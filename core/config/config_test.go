@@ -107,7 +107,7 @@ func TestUnknownKeysAreRejectedWithFileLineAndPath(t *testing.T) {
 		{"misspelled section", "bakend:\n  pool_size: 1\n", `:1: unknown key "bakend"`},
 		{"misspelled core key", "control_plane:\n  prot: 1\n", `:2: unknown key "control_plane.prot"`},
 		{"misspelled plugin key", "backend:\n  pool_size: 2\n  pool_sise: 3\n", `:3: unknown key "backend.pool_sise"`},
-		{"key in the reserved auth section", "auth:\n  policies: []\n", `:2: unknown key "auth.policies"`},
+		{"misspelt key in the auth section", "auth:\n  polices: []\n", `:2: unknown key "auth.polices"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -242,7 +242,9 @@ func envSettable(v reflect.Value) bool {
 		reflect.Uint, reflect.Uint32, reflect.Uint64, reflect.Float64:
 		return true
 	case reflect.Slice:
-		return v.Type().Elem().Kind() == reflect.String
+		// Lists of structs (auth.policies) are set as one YAML or JSON document.
+		k := v.Type().Elem().Kind()
+		return k == reflect.String || k == reflect.Struct
 	}
 	return false
 }
@@ -327,6 +329,14 @@ func setFromString(v reflect.Value, raw string) error {
 			return errors.New("not a number")
 		}
 		v.SetFloat(f)
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct:
+		target := reflect.New(v.Type())
+		dec := yaml.NewDecoder(strings.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(target.Interface()); err != nil {
+			return errors.New("not a YAML or JSON list of mappings")
+		}
+		v.Set(target.Elem())
 	case v.Kind() == reflect.Slice:
 		var items []string
 		for _, item := range strings.Split(raw, ",") {

@@ -1,0 +1,43 @@
+package auth
+
+import (
+	"crypto/x509"
+)
+
+// Source says where an identity came from.
+type Source string
+
+// The identity sources, most specific first.
+const (
+	SourceJWT       Source = "jwt"
+	SourceSPIFFE    Source = "spiffe"
+	SourceDNS       Source = "dns"
+	SourceCN        Source = "cn"
+	SourceAnonymous Source = "anonymous"
+)
+
+// Anonymous is the identity of a caller that presented nothing: no client certificate, no token.
+const Anonymous = "anonymous"
+
+// Identity is who a caller is.
+type Identity struct {
+	Name   string
+	Source Source
+}
+
+// FromCertificate names the holder of a verified client certificate: its SPIFFE URI SAN, else
+// its first DNS SAN, else its subject CN.
+func FromCertificate(cert *x509.Certificate) Identity {
+	for _, u := range cert.URIs {
+		if u.Scheme == "spiffe" {
+			return Identity{Name: u.String(), Source: SourceSPIFFE}
+		}
+	}
+	if len(cert.DNSNames) > 0 {
+		return Identity{Name: cert.DNSNames[0], Source: SourceDNS}
+	}
+	if cert.Subject.CommonName != "" {
+		return Identity{Name: cert.Subject.CommonName, Source: SourceCN}
+	}
+	return Identity{Name: Anonymous, Source: SourceAnonymous}
+}

@@ -1,0 +1,300 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+	"github.com/prism-gateway/plugins/core/audit"
+	"github.com/prism-gateway/plugins/core/auth"
+	"github.com/prism-gateway/plugins/core/config"
+)
+
+// security is one generation of the inbound security settings: built whole by New or Reload and
+// swapped in only once everything else in the reload has been accepted.
+type security struct {
+	policies     *auth.Policies
+	jwt          *auth.JWTVerifier
+	jwksRaw      []byte
+	audit        *audit.Sink
+	auditCfg     config.AuditConfig
+	getInfoAdmin bool
+}
+
+// buildSecurity compiles policies, reads the JWKS file and opens the audit sink. reuse, when its
+// audit settings are the same, lends its sink instead of opening a new one.
+func buildSecurity(cfg config.AuthConfig, reuse *security) (*security, error) {
+	policies, err := auth.Compile(cfg.Policies)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := auth.LoadJWT(cfg.JWT)
+	if err != nil {
+		return nil, err
+	}
+	sec := &security{policies: policies, jwt: verifier, auditCfg: cfg.Audit, getInfoAdmin: cfg.GetInfoRequiresAdmin}
+	if cfg.JWT.Enabled {
+		sec.jwksRaw, _ = os.ReadFile(cfg.JWT.JWKSFile)
+	}
+	if reuse != nil && reuse.auditCfg == cfg.Audit {
+		sec.audit = reuse.audit
+		return sec, nil
+	}
+	if sec.audit, err = audit.Open(cfg.Audit); err != nil {
+		return nil, err
+	}
+	return sec, nil
+}
+
+// securityFiles are the files whose contents a generation was built from, to watch.
+func securityFiles(cfg *config.Config) []string {
+	var files []string
+	if cfg.TLS.Enabled {
+		files = append(files, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if cfg.TLS.ClientAuth == "require" {
+			files = append(files, cfg.TLS.ClientCAFile)
+		}
+	}
+	if cfg.Auth.JWT.Enabled {
+		files = append(files, cfg.Auth.JWT.JWKSFile)
+	}
+	return files
+}
+
+func (sec *security) sameKeys(other *security) bool { return bytes.Equal(sec.jwksRaw, other.jwksRaw) }
+
+// openMethods need no identity and are not audited: health and reflection always, GetInfo
+// unless auth.get_info_requires_admin.
+func (sec *security) open(fullMethod string) bool {
+	if strings.HasPrefix(fullMethod, "/grpc.health.v1.") || strings.HasPrefix(fullMethod, "/grpc.reflection.") {
+		return true
+	}
+	return fullMethod == "/prism.plugin.v1.PluginService/GetInfo" && !sec.getInfoAdmin
+}
+
+// authenticate names the caller: a valid bearer token's subject, else the client certificate's
+// identity, else anonymous. Anonymous callers are refused once policies exist.
+func (sec *security) authenticate(ctx context.Context) (auth.Identity, error) {
+	id := auth.Identity{Name: auth.Anonymous, Source: auth.SourceAnonymous}
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+			id = auth.FromCertificate(ti.State.PeerCertificates[0])
+		}
+	}
+	if sec.jwt != nil {
+		if values := metadata.ValueFromIncomingContext(ctx, "authorization"); len(values) > 0 {
+			token, ok := strings.CutPrefix(values[0], "Bearer ")
+			if !ok {
+				token, ok = strings.CutPrefix(values[0], "bearer ")
+			}
+			if !ok {
+				return id, apierr.New(apierr.ErrUnauthenticated, "authorization metadata must be \"Bearer <token>\"")
+			}
+			sub, err := sec.jwt.Verify(token, time.Now())
+			if err != nil {
+				return id, err
+			}
+			id = auth.Identity{Name: sub, Source: auth.SourceJWT}
+		}
+	}
+	if sec.policies.Enabled() && id.Source == auth.SourceAnonymous {
+		return id, apierr.New(apierr.ErrUnauthenticated, "no verified client certificate or bearer token")
+	}
+	return id, nil
+}
+
+// authorize checks one message of a call (the request of a unary call, each received message of
+// a stream) and returns the namespaces or topics it addresses.
+func (sec *security) authorize(id auth.Identity, fullMethod string, msg any, buf []string) ([]string, string, error) {
+	if strings.HasPrefix(fullMethod, "/prism.plugin.v1.") {
+		_, method := splitMethod(fullMethod)
+		return nil, "", sec.policies.AuthorizeControl(id.Name, method, auth.OpOf(method))
+	}
+	targets, noun, _ := auth.Targets(msg, buf)
+	if noun == "" {
+		noun = "namespace"
+	}
+	_, method := splitMethod(fullMethod)
+	return targets, noun, sec.policies.Authorize(id.Name, method, auth.OpOf(method), noun, targets)
+}
+
+// requestIDs are made from a per-process random prefix and a counter: unique, and cheap.
+var (
+	requestIDPrefix = func() string {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:]) + "-"
+	}()
+	requestIDCounter atomic.Uint64
+)
+
+// requestID is the caller's x-request-id, else a new one.
+func requestID(ctx context.Context) string {
+	if v := metadata.ValueFromIncomingContext(ctx, "x-request-id"); len(v) > 0 && v[0] != "" && len(v[0]) <= 128 {
+		return v[0]
+	}
+	return requestIDPrefix + strconv.FormatUint(requestIDCounter.Add(1), 16)
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// securityUnary authenticates, authorizes and audits a unary call before the handler (and so
+// the backend) sees it.
+func (s *Server) securityUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	sec := s.sec.Load()
+	if sec.open(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	start := time.Now()
+	var ev audit.Event
+	if sec.audit != nil {
+		ev.RequestID = requestID(ctx)
+		_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", ev.RequestID))
+	}
+	var buf [4]string
+	id, err := sec.authenticate(ctx)
+	var targets []string
+	if err == nil {
+		targets, ev.Noun, err = sec.authorize(id, info.FullMethod, req, buf[:0])
+	}
+	var resp any
+	if err == nil {
+		resp, err = handler(ctx, req)
+	}
+	if sec.audit != nil {
+		ev.Time, ev.Kind, ev.Method = start, "call", info.FullMethod
+		ev.Identity, ev.Source, ev.Peer, ev.Targets = id.Name, string(id.Source), peerAddr(ctx), targets
+		ev.RequestItems, ev.ResponseItems = audit.Count(req), audit.Count(resp)
+		ev.Code, ev.Duration = apierr.Code(err).String(), time.Since(start)
+		if apierr.Code(err) == apierrUnauthenticated || apierr.Code(err) == apierrDenied {
+			ev.Error = err.Error()
+		}
+		// The current sink: a Reload may have reopened the file while this call ran.
+		s.sec.Load().audit.Write(&ev)
+	}
+	return resp, err
+}
+
+// securityStream does the same for streams: every received message that names a namespace or
+// topic is checked (the Subscribe subscription, each PublishStream request, the Tail request).
+func (s *Server) securityStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	sec := s.sec.Load()
+	if sec.open(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	ctx := ss.Context()
+	start := time.Now()
+	as := &auditedStream{ServerStream: ss, sec: sec, method: info.FullMethod}
+	as.ev.Method = info.FullMethod
+	if sec.audit != nil {
+		as.ev.RequestID = requestID(ctx)
+		as.ev.Peer = peerAddr(ctx)
+		_ = ss.SetHeader(metadata.Pairs("x-request-id", as.ev.RequestID))
+	}
+	var err error
+	as.id, err = sec.authenticate(ctx)
+	if err == nil {
+		err = handler(srv, as)
+		if as.denied != nil {
+			err = as.denied
+		}
+	}
+	if sec.audit != nil {
+		ev := as.ev
+		ev.Time, ev.Kind = start, "stream_end"
+		ev.Identity, ev.Source = as.id.Name, string(as.id.Source)
+		ev.Code, ev.Duration = apierr.Code(err).String(), time.Since(start)
+		if c := apierr.Code(err); c == apierrUnauthenticated || c == apierrDenied {
+			ev.Error = err.Error()
+		}
+		s.sec.Load().audit.Write(&ev)
+	}
+	return err
+}
+
+// auditedStream authorizes received messages and counts what passes through.
+type auditedStream struct {
+	grpc.ServerStream
+	sec     *security
+	method  string
+	id      auth.Identity
+	ev      audit.Event
+	started bool
+	denied  error
+}
+
+func (a *auditedStream) RecvMsg(m any) error {
+	if err := a.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	a.ev.RequestMessages++
+	targets, noun, err := a.sec.authorize(a.id, a.method, m, nil)
+	if len(targets) > 0 || (err != nil && a.ev.Targets == nil) {
+		a.ev.Noun = noun
+		a.ev.Targets = appendNew(a.ev.Targets, targets)
+	}
+	if err != nil {
+		a.denied = err
+		return err
+	}
+	if a.sec.audit != nil {
+		a.ev.RequestItems += audit.Count(m)
+		if !a.started {
+			a.started = true
+			ev := a.ev
+			ev.Time, ev.Kind = time.Now(), "stream_start"
+			ev.Identity, ev.Source = a.id.Name, string(a.id.Source)
+			a.sec.audit.Write(&ev)
+		}
+	}
+	return nil
+}
+
+func (a *auditedStream) SendMsg(m any) error {
+	err := a.ServerStream.SendMsg(m)
+	if err == nil && a.sec.audit != nil {
+		a.ev.ResponseMessages++
+		a.ev.ResponseItems += audit.Count(m)
+	}
+	return err
+}
+
+// appendNew adds the targets not yet listed.
+func appendNew(have, add []string) []string {
+	for _, t := range add {
+		found := false
+		for _, h := range have {
+			if h == t {
+				found = true
+				break
+			}
+		}
+		if !found {
+			have = append(have, t)
+		}
+	}
+	return have
+}
+
+const (
+	apierrUnauthenticated = codes.Unauthenticated
+	apierrDenied          = codes.PermissionDenied
+)
