@@ -36,11 +36,10 @@ func (c Credentials) Expired(now time.Time) bool {
 	return !c.Expiry.IsZero() && !now.Before(c.Expiry)
 }
 
-// sameValues reports whether two credentials carry the same values, ignoring the serial.
+// sameValues reports whether two credentials carry the same values, ignoring serial and expiry.
 func (c Credentials) sameValues(o Credentials) bool {
 	return c.Username == o.Username && c.Password == o.Password &&
-		string(c.ClientCertPEM) == string(o.ClientCertPEM) && c.ClientKeyPEM == o.ClientKeyPEM &&
-		c.Expiry.Equal(o.Expiry)
+		string(c.ClientCertPEM) == string(o.ClientCertPEM) && c.ClientKeyPEM == o.ClientKeyPEM
 }
 
 // Source yields the current credentials of one backend and announces changes.
@@ -99,6 +98,7 @@ func (h *holder) set(creds Credentials, onChange func(Credentials)) bool {
 	defer h.mu.Unlock()
 	h.lastErr = ""
 	if h.have && h.creds.sameValues(creds) {
+		h.creds.Expiry = creds.Expiry // a later expiry for the same values is no rotation
 		return false
 	}
 	creds.Serial = h.creds.Serial + 1
@@ -109,6 +109,14 @@ func (h *holder) set(creds Credentials, onChange func(Credentials)) bool {
 	close(h.changed)
 	h.changed = make(chan struct{})
 	return true
+}
+
+// updateExpiry moves the current credentials' expiry (a renewed lease) without a change signal.
+func (h *holder) updateExpiry(expiry time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.creds.Expiry = expiry
+	h.lastErr = ""
 }
 
 func (h *holder) setError(err error) {

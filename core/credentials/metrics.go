@@ -107,3 +107,6 @@ func (m *Metrics) Rotations(kind string) prometheus.Counter { return m.rotations
 
 // Errors returns the error counter of one source kind.
 func (m *Metrics) Errors(kind string) prometheus.Counter { return m.errors.WithLabelValues(kind) }
+
+// Renewals returns the lease renewal counter of one source kind.
+func (m *Metrics) Renewals(kind string) prometheus.Counter { return m.renewals.WithLabelValues(kind) }

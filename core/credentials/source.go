@@ -1,7 +1,6 @@
 package credentials
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 )
@@ -16,9 +15,6 @@ type Options struct {
 	// Metrics records rotations, errors, expiry and renewals; nil records nothing.
 	Metrics *Metrics
 }
-
-// ErrVaultUnavailable is returned by New for the vault source until it is built into this binary.
-var ErrVaultUnavailable = errors.New("credentials.source vault is not available in this build")
 
 // New returns the source cfg selects. It does not start it.
 func New(cfg Config, opts Options) (Source, error) {
