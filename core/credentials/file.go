@@ -183,7 +183,7 @@ func (f *File) readDir() (map[string]string, error) {
 		if name == "" || strings.ContainsAny(name, `/\`) {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(f.cfg.Path, name))
+		data, err := os.ReadFile(filepath.Join(f.cfg.Path, name)) //nolint:gosec // the operator's configured credentials directory
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}

@@ -194,11 +194,11 @@ func (v *Vault) step(ctx context.Context, now time.Time) error {
 			return nil
 		}
 		if v.leaseRenew {
-			if err := v.renewLease(ctx, now); err == nil {
+			err := v.renewLease(ctx, now)
+			if err == nil {
 				return nil
-			} else {
-				v.log.Info("vault lease renewal failed; issuing new credentials", "path", v.secretPath(), "error", err)
 			}
+			v.log.Info("vault lease renewal failed; issuing new credentials", "path", v.secretPath(), "error", err)
 		}
 		return v.fetch(ctx)
 	default:
@@ -244,7 +244,7 @@ func (v *Vault) login(ctx context.Context) error {
 		if jwtPath == "" {
 			jwtPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 		}
-		jwt, err := os.ReadFile(jwtPath)
+		jwt, err := os.ReadFile(jwtPath) //nolint:gosec // the operator's configured service-account token path
 		if err != nil {
 			return fmt.Errorf("vault kubernetes jwt_path: %w", err)
 		}
