@@ -51,7 +51,7 @@ endif
 .PHONY: help generate lint vet fmt binaries services services-stop services-status test \
 	bench-postgres bench-kafka bench-redis run $(addprefix run-,$(PLUGINS)) \
 	build build-debug $(PLUGINS) $(addsuffix -debug,$(PLUGINS)) sizes push clean \
-	podman image-binaries image-base .build-core-timestamp \
+	podman tools image-binaries image-base .build-core-timestamp \
 	$(addprefix bin/,$(addsuffix -plugin,$(PLUGINS)))
 
 # Targets whose names come from variables are listed for help in "#: name ## text" lines.
@@ -71,6 +71,11 @@ $(addprefix bin/,$(addsuffix -plugin,$(PLUGINS))): bin/%-plugin:
 
 image-binaries: ## Build bin/image/<name>-plugin for the offline images (-tags nodev: no dev backends)
 	@GO=$(GO) GO_TAGS='$(IMAGE_GO_TAGS)' LDFLAGS='$(LDFLAGS)' bash scripts/build.sh bin/image $(PLUGINS)
+
+tools: ## Build the pinned grpcurl and grpc-health-probe into bin/ (export PATH="$PWD/bin:$PATH")
+	@mkdir -p bin
+	$(GO) build -modfile=tools/go.mod -o bin/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
+	$(GO) build -modfile=tools/go.mod -o bin/grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe
 
 .build-core-timestamp: ## Build the core package (the name the troubleshooting guide uses)
 	$(GO) build ./core/...
@@ -98,8 +103,9 @@ vet: ## gofmt and go vet
 fmt: ## Format all Go code
 	gofmt -w $$(git ls-files '*.go')
 
-lint: vet ## vet + buf lint + golangci-lint
+lint: vet ## vet + buf lint + golangci-lint + the full generated-code check (compiles buf)
 	bash scripts/buf-lint.sh
+	$(GO) test -count=1 -tags regen -run TestGeneratedCodeIsCurrent ./gen/
 	$(TOOL) golangci-lint run ./...
 
 bench-postgres: services ## KeyValue benchmark: plugin vs direct pgx
