@@ -29,7 +29,9 @@ GO_IMAGE        ?= docker.io/library/golang:1.26
 ifeq ($(IMAGE_SOURCE),offline)
 BASE_IMAGE       ?= localhost/prism-base:static-nonroot
 DEBUG_BASE_IMAGE ?= localhost/prism-base:debug-nonroot
-IMAGE_BUILD_ARGS := --pull=never --network none --build-arg BINARY=prebuilt
+# Podman must not try a registry for the local base images; Docker uses local images as they are.
+OFFLINE_FLAGS    := --network none $(if $(filter podman,$(CONTAINER_ENGINE)),--pull=never)
+IMAGE_BUILD_ARGS := $(OFFLINE_FLAGS) --build-arg BINARY=prebuilt
 IMAGE_PREREQS    := image-binaries image-base
 else ifeq ($(IMAGE_SOURCE),registry)
 BASE_IMAGE       ?= gcr.io/distroless/static-debian12:nonroot
@@ -137,9 +139,9 @@ build-debug: $(addsuffix -debug,$(PLUGINS)) ## Build all debug images (with busy
 
 image-base: ## Build the offline base images (FROM scratch; distroless static nonroot layout)
 	bash images/rootfs.sh .cache/images
-	$(CONTAINER_ENGINE) build --pull=never --network none -f images/base.Dockerfile --target static-nonroot \
+	$(CONTAINER_ENGINE) build $(OFFLINE_FLAGS) -f images/base.Dockerfile --target static-nonroot \
 		-t $(BASE_IMAGE) .cache/images
-	$(CONTAINER_ENGINE) build --pull=never --network none -f images/base.Dockerfile --target debug-nonroot \
+	$(CONTAINER_ENGINE) build $(OFFLINE_FLAGS) -f images/base.Dockerfile --target debug-nonroot \
 		-t $(DEBUG_BASE_IMAGE) .cache/images
 
 # Several plugin images in one make run build the prerequisites once.
