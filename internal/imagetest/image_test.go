@@ -266,6 +266,7 @@ func (c *container) stop(t *testing.T) int {
 }
 
 func callCtx(t *testing.T) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
