@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,10 @@ type CapabilityReporter interface {
 type DevModeSupporter interface {
 	EnableDevMode(dataDir string) error
 }
+
+// ErrNoDevBackends is what EnableDevMode returns in a binary built with -tags nodev (the
+// container images), which leaves the embedded backends out.
+var ErrNoDevBackends = errors.New("built without dev backends (-tags nodev); --dev needs a binary from make binaries")
 
 // MessageSizer is implemented by plugins whose limits allow requests larger than
 // control_plane.max_recv_message_bytes; the server raises its limit to fit.

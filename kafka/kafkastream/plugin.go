@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 
@@ -35,10 +34,11 @@ type Plugin struct {
 	admin    *kadm.Client
 	topics   *topics
 
-	// dev, devDir and devKafka run the embedded broker of --dev mode.
+	// dev, devDir and devKafka run the embedded broker of --dev mode (dev.go, left out by
+	// -tags nodev).
 	dev      bool
 	devDir   string
-	devKafka *kfake.Cluster
+	devKafka interface{ Close() }
 
 	// dial, when set, replaces how the producer client connects (tests route it through a
 	// fault-injecting proxy, since brokers advertise their own addresses).

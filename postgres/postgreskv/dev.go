@@ -1,3 +1,5 @@
+//go:build !nodev
+
 package postgreskv
 
 import (
@@ -9,9 +11,6 @@ import (
 	"path/filepath"
 	"time"
 )
-
-// devBackend is what GetInfo reports as the backend in dev mode.
-const devBackend = "sqlite (dev mode)"
 
 // devDBFile is the database file inside the dev data directory.
 const devDBFile = "keyvalue.db"
@@ -26,6 +25,9 @@ func (p *Plugin) EnableDevMode(dataDir string) error {
 	p.devDir = dataDir
 	return nil
 }
+
+// devSchemaVersion is the dev database's schema version, reported in GetInfo.
+func devSchemaVersion() int { return len(sqliteMigrations) }
 
 // startDev opens (creating if needed) the dev database and migrates it. Unlike PostgreSQL there
 // is nothing to wait for, so a directory that cannot be created or written fails Start.
@@ -43,7 +45,7 @@ func (p *Plugin) startDev(ctx context.Context) error {
 		st.tokens.key = sum[:]
 	}
 	st.observe = observer(p.queries)
-	p.devKV.Store(st)
+	p.devKV.Store(&devHandle{st})
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}

@@ -46,7 +46,7 @@ type Plugin struct {
 	// devDir is set by EnableDevMode: the plugin then serves from SQLite in devDir (devKV)
 	// and never touches PostgreSQL.
 	devDir string
-	devKV  atomic.Pointer[sqliteStore]
+	devKV  atomic.Pointer[devHandle]
 	// migrating admits one migration attempt at a time; waiters give up with their context.
 	migrating chan struct{}
 
@@ -54,6 +54,20 @@ type Plugin struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 }
+
+// devBackend is what GetInfo reports as the backend in dev mode.
+const devBackend = "sqlite (dev mode)"
+
+// devStore is the embedded store of dev mode: SQLite in dev.go, absent from builds with
+// -tags nodev.
+type devStore interface {
+	kvStore
+	ping(ctx context.Context) error
+	Close() error
+}
+
+// devHandle lets devKV hold a devStore atomically.
+type devHandle struct{ devStore }
 
 // oldPoolGrace is how long a replaced pool stays open for calls that picked it up just before
 // the swap; calls already holding a connection finish whatever the grace.
@@ -492,7 +506,7 @@ func (p *Plugin) Capabilities() map[string]string {
 	if p.devDir != "" {
 		// GetInfo's backend field comes from Info before EnableDevMode, so say it here too.
 		caps["backend"] = devBackend
-		caps["schema_version"] = strconv.Itoa(len(sqliteMigrations))
+		caps["schema_version"] = strconv.Itoa(devSchemaVersion())
 	}
 	if l != nil {
 		caps["max_value_bytes"] = strconv.Itoa(l.MaxValueBytes)

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -35,9 +34,9 @@ type Plugin struct {
 	settings atomic.Pointer[settings]
 	current  atomic.Pointer[store]
 
-	// dev serves from devRedis, an embedded Redis (--dev).
+	// dev serves from devRedis, an embedded Redis (--dev; dev.go, left out by -tags nodev).
 	dev      bool
-	devRedis *miniredis.Miniredis
+	devRedis interface{ Close() }
 
 	// reconfigMu orders reloads; retiring tracks replaced clients until they are closed.
 	reconfigMu sync.Mutex
