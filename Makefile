@@ -16,7 +16,7 @@ LDFLAGS         := -s -w \
 
 .DEFAULT_GOAL := binaries
 .PHONY: help generate lint vet fmt binaries services services-stop services-status test \
-	bench-postgres bench-kafka bench-redis run $(addprefix run-,$(PLUGINS)) \
+	bench-postgres bench-kafka bench-redis run watch $(addprefix run-,$(PLUGINS)) \
 	build build-debug $(PLUGINS) $(addsuffix -debug,$(PLUGINS)) sizes push clean
 
 help: ## List the targets
@@ -25,12 +25,20 @@ help: ## List the targets
 generate: ## Regenerate Go code from proto/ (committed under gen/)
 	bash scripts/generate.sh
 
-binaries: ## Build static bin/<name>-plugin binaries (CGO_ENABLED=0)
+binaries: ## Build static bin/<name>-plugin binaries and bin/prism-watcher (CGO_ENABLED=0)
 	@mkdir -p bin
 	@for p in $(PLUGINS); do \
 		echo "go build bin/$$p-plugin"; \
 		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$$p-plugin ./$$p || exit 1; \
 	done
+	@echo "go build bin/prism-watcher"
+	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/prism-watcher ./watcher
+
+PLUGIN ?= redis
+watch: ## Rebuild and hot-swap one plugin in dev mode on source/config change: make watch PLUGIN=redis
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -o bin/prism-watcher ./watcher
+	bin/prism-watcher --plugin $(PLUGIN)
 
 services: ## Install (if missing) and start PostgreSQL, Redis (+ cluster) and Kafka for tests
 	bash scripts/services.sh start
