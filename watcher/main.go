@@ -74,7 +74,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	log.Info("watching", "plugin", *plugin, "config", absConfig, "addr", *addr)
 	return w.Run(ctx, func(c Change) {
 		switch {

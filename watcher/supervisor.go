@@ -104,7 +104,7 @@ func (s *Supervisor) Reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dial plugin: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	resp, err := pluginv1.NewPluginServiceClient(conn).Reload(ctx, &pluginv1.ReloadRequest{})
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
@@ -164,7 +164,7 @@ func (s *Supervisor) isServing(ctx context.Context, name string) bool {
 	if err != nil {
 		return false
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	info, err := pluginv1.NewPluginServiceClient(conn).GetInfo(ctx, &pluginv1.GetInfoRequest{})
@@ -192,7 +192,7 @@ func (s *Supervisor) tryDrain(ctx context.Context, p *process) bool {
 	if err != nil {
 		return false
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	cctx, cancel := context.WithTimeout(ctx, s.opts.DrainTimeout+5*time.Second)
 	defer cancel()
 	client := pluginv1.NewPluginServiceClient(conn)
