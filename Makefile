@@ -51,7 +51,7 @@ endif
 
 .DEFAULT_GOAL := binaries
 .PHONY: help generate lint vet fmt binaries services services-stop services-status test fuzz \
-	bench-postgres bench-kafka bench-redis run $(addprefix run-,$(PLUGINS)) \
+	bench-postgres bench-kafka bench-redis run watch $(addprefix run-,$(PLUGINS)) \
 	build build-debug $(PLUGINS) $(addsuffix -debug,$(PLUGINS)) sizes push clean \
 	podman tools image-binaries image-base .build-core-timestamp \
 	$(addprefix bin/,$(addsuffix -plugin,$(PLUGINS)))
@@ -64,8 +64,10 @@ help: ## List the targets
 generate: ## Regenerate Go code from proto/ (committed under gen/)
 	bash scripts/generate.sh
 
-binaries: ## Build static bin/<name>-plugin binaries (CGO_ENABLED=0, with dev backends)
+binaries: ## Build static bin/<name>-plugin binaries (CGO_ENABLED=0, with dev backends) and bin/prism-watcher
 	@GO=$(GO) GO_TAGS='$(GO_TAGS)' LDFLAGS='$(LDFLAGS)' bash scripts/build.sh bin $(PLUGINS)
+	@echo "go build bin/prism-watcher"
+	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/prism-watcher ./watcher
 
 #: bin/<name>-plugin: ## Build one plugin binary, e.g. make bin/redis-plugin
 $(addprefix bin/,$(addsuffix -plugin,$(PLUGINS))): bin/%-plugin:
@@ -81,6 +83,12 @@ tools: ## Build the pinned grpcurl and grpc-health-probe into bin/ (export PATH=
 
 .build-core-timestamp: ## Build the core package (the name the troubleshooting guide uses)
 	$(GO) build ./core/...
+
+PLUGIN ?= redis
+watch: ## Rebuild and hot-swap one plugin in dev mode on source/config change: make watch PLUGIN=redis
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -o bin/prism-watcher ./watcher
+	bin/prism-watcher --plugin $(PLUGIN)
 
 services: ## Install (if missing) and start PostgreSQL, Redis (+ cluster) and Kafka for tests
 	bash scripts/services.sh start

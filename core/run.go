@@ -33,6 +33,7 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 	checkConfig := fs.Bool("check-config", false, "validate the config, print it with secrets redacted, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	devMode := fs.Bool("dev", false, "serve from an embedded backend (local development only)")
+	healthProbe := fs.Bool("health-probe", false, "ask the running plugin's gRPC health service (on the configured port) and exit 0 if SERVING")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -64,6 +65,12 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 	}
 	if err != nil {
 		return fail(stderr, name, err)
+	}
+	if *healthProbe {
+		if err := probeHealth(ctx, cfg); err != nil {
+			return fail(stderr, name, err)
+		}
+		return 0
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)

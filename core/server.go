@@ -186,12 +186,12 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 	s.setServing(false)
 
 	addr := net.JoinHostPort(cfg.ControlPlane.Host, strconv.Itoa(cfg.ControlPlane.Port))
-	if s.listener, err = net.Listen("tcp", addr); err != nil {
+	if s.listener, err = listen(ctx, cfg.ControlPlane.ReusePort, addr); err != nil {
 		return nil, fmt.Errorf("listen on control_plane.port: %w", err)
 	}
 	if cfg.Metrics.Enabled {
 		maddr := net.JoinHostPort(cfg.Metrics.Host, strconv.Itoa(cfg.Metrics.Port))
-		if s.httpListener, err = net.Listen("tcp", maddr); err != nil {
+		if s.httpListener, err = listen(ctx, cfg.ControlPlane.ReusePort, maddr); err != nil {
 			_ = s.listener.Close()
 			return nil, fmt.Errorf("listen on metrics.port: %w", err)
 		}

@@ -21,8 +21,11 @@ import (
 const childEnv = "PRISM_CORE_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
+	switch os.Getenv(childEnv) {
+	case "1":
 		os.Exit(core.Run(nil, newProbePlugin()))
+	case "args": // the command line is the plugin's (probe_test.go)
+		os.Exit(core.Run(os.Args[1:], newProbePlugin()))
 	}
 	os.Exit(m.Run())
 }

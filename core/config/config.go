@@ -59,6 +59,9 @@ type ControlPlaneConfig struct {
 	ShutdownGrace  time.Duration `yaml:"shutdown_grace"`
 	// MaxRecvMessageBytes bounds one inbound gRPC message; plugins raise it to fit their limits.
 	MaxRecvMessageBytes int `yaml:"max_recv_message_bytes"`
+	// ReusePort sets SO_REUSEPORT on the gRPC and metrics listeners so a second process can bind
+	// the same ports; prism-watcher sets it to swap a rebuilt plugin in without downtime.
+	ReusePort bool `yaml:"reuse_port"`
 }
 
 // MetricsConfig configures the HTTP listener for /metrics, /healthz and /readyz.
