@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -213,12 +214,17 @@ func (s *Server) securityStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	as.id, err = sec.authenticate(ctx)
 	if err == nil {
 		err = handler(srv, as)
+		// A handler's reader goroutine may still be in RecvMsg after the handler returned.
+		as.mu.Lock()
 		if as.denied != nil {
 			err = as.denied
 		}
+		as.mu.Unlock()
 	}
 	if sec.audit != nil {
+		as.mu.Lock()
 		ev := as.ev
+		as.mu.Unlock()
 		ev.Time, ev.Kind = start, "stream_end"
 		ev.Identity, ev.Source = as.id.Name, string(as.id.Source)
 		ev.Code, ev.Duration = apierr.Code(err).String(), time.Since(start)
@@ -233,9 +239,12 @@ func (s *Server) securityStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 // auditedStream authorizes received messages and counts what passes through.
 type auditedStream struct {
 	grpc.ServerStream
-	sec     *security
-	method  string
-	id      auth.Identity
+	sec    *security
+	method string
+	id     auth.Identity
+	// mu guards what RecvMsg and SendMsg update: they may run on different goroutines, and
+	// securityStream reads it when the handler returns.
+	mu      sync.Mutex
 	ev      audit.Event
 	started bool
 	denied  error
@@ -245,6 +254,8 @@ func (a *auditedStream) RecvMsg(m any) error {
 	if err := a.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.ev.RequestMessages++
 	targets, noun, err := a.sec.authorize(a.id, a.method, m, nil)
 	if len(targets) > 0 || (err != nil && a.ev.Targets == nil) {
@@ -271,6 +282,8 @@ func (a *auditedStream) RecvMsg(m any) error {
 func (a *auditedStream) SendMsg(m any) error {
 	err := a.ServerStream.SendMsg(m)
 	if err == nil && a.sec.audit != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
 		a.ev.ResponseMessages++
 		a.ev.ResponseItems += audit.Count(m)
 	}
