@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -39,6 +41,9 @@ type PluginSpec struct {
 	// Backend names the backend in the error when the plugin never serves, e.g. "Redis at
 	// 127.0.0.1:6379".
 	Backend string
+	// ClientTLS, when set, is how the benchmark's connection dials the plugin (TLS or mTLS);
+	// otherwise it dials in plaintext.
+	ClientTLS *tls.Config
 }
 
 // StartPlugin runs the plugin on a free loopback port, by default in a process of its own (this
@@ -107,7 +112,11 @@ func StartPlugin(ctx context.Context, spec PluginSpec) (*grpc.ClientConn, func()
 			_ = cmd.Wait()
 		}
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if spec.ClientTLS != nil {
+		creds = credentials.NewTLS(spec.ClientTLS)
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("dial plugin: %w", err)

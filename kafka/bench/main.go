@@ -6,13 +6,15 @@
 //   - PublishStream of 100-record requests against asynchronous Produce, with the same number of
 //     records in flight on both sides (throughput);
 //   - Subscribe acking every message against a plain franz-go group consumer, both reading the
-//     same pre-filled topic from the start (throughput).
+//     same pre-filled topic from the start (throughput);
+//   - the security case (benchkit.RunSecurity): unary Publish of one record at concurrency 1
+//     against plaintext, mTLS, and mTLS + one policy + audit to a file (-security: only this).
 //
 // The plugin runs in a process of its own (this binary started again) on a loopback port, as it
 // is deployed, or with -inprocess inside this process. It prints ratios and p50/p99 and never
 // fails on the numbers (it exits non-zero only if it cannot run).
 //
-//	go run ./kafka/bench [-duration 3s] [-linger 0s] [-compression snappy] [-records 100000]
+//	go run ./kafka/bench [-duration 3s] [-linger 0s] [-compression snappy] [-records 100000] [-security]
 //
 // Kafka comes from PRISM_TEST_KAFKA_BROKERS (default 127.0.0.1:29092).
 package main
@@ -35,6 +37,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core"
@@ -60,6 +63,9 @@ type settings struct {
 	inProcess   bool
 	only        string
 	brokers     []string
+	// securityOnly runs only the security case; securityDuration is its time per mode.
+	securityOnly     bool
+	securityDuration time.Duration
 }
 
 func main() {
@@ -74,6 +80,8 @@ func main() {
 	flag.IntVar(&s.records, "records", 100_000, "records each consumer reads in the Subscribe case")
 	flag.BoolVar(&s.inProcess, "inprocess", false, "serve the plugin inside the benchmark's process")
 	flag.StringVar(&s.only, "only", "", "run only the cases whose name starts with this (Publish, PublishStream, Subscribe, ref)")
+	flag.BoolVar(&s.securityOnly, "security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
+	flag.DurationVar(&s.securityDuration, "security-duration", 5*time.Second, "measured time per mode in the security case")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
@@ -122,29 +130,18 @@ func run(s settings) error {
 		_, _ = adm.DeleteTopics(dctx, topic)
 	}()
 
-	conn, stop, err := benchkit.StartPlugin(ctx, benchkit.PluginSpec{
-		New: func() core.Plugin { return kafkastream.New() },
-		Env: map[string]string{
-			"KAFKA_BROKERS":                             strings.Join(s.brokers, ","),
-			"PRISM_BACKEND_LINGER":                      s.linger.String(),
-			"PRISM_BACKEND_COMPRESSION":                 s.compression,
-			"PRISM_METRICS_ENABLED":                     "false",
-			"PRISM_LOG_LEVEL":                           "warn",
-			"PRISM_LIMITS_DEFAULT_OUTSTANDING_MESSAGES": "1000",
-		},
-		Service:   streamv1.StreamService_ServiceDesc.ServiceName,
-		InProcess: s.inProcess,
-		Timeout:   20 * time.Second,
-		Backend:   "Kafka at " + strings.Join(s.brokers, ","),
-	})
+	value := make([]byte, valueBytes)
+	_, _ = rand.Read(value) // incompressible, so compression settings cannot flatter either side
+	if s.securityOnly {
+		return runSecurity(ctx, s, topic, value)
+	}
+
+	conn, stop, err := benchkit.StartPlugin(ctx, pluginSpec(s))
 	if err != nil {
 		return err
 	}
 	defer stop()
 	plugin := streamv1.NewStreamServiceClient(conn)
-
-	value := make([]byte, valueBytes)
-	_, _ = rand.Read(value) // incompressible, so compression settings cannot flatter either side
 
 	where := "its own process"
 	if s.inProcess {
@@ -210,7 +207,44 @@ func run(s settings) error {
 	fmt.Println("\nPublishStream rows count records; p50/p99 there are per 100-record request. Subscribe rows count records")
 	fmt.Printf("read (and acked, through the plugin) from a %d-record topic, timed from subscribing, group join included.\n", s.records)
 	fmt.Println("targets: PublishStream ratio >= 0.90x; Subscribe ratio >= 0.80x; Publish added p50 <= 150us at conc 1 (linger 0)")
-	return nil
+	return runSecurity(ctx, s, topic, value)
+}
+
+// pluginSpec is how every case starts the plugin.
+func pluginSpec(s settings) benchkit.PluginSpec {
+	return benchkit.PluginSpec{
+		New: func() core.Plugin { return kafkastream.New() },
+		Env: map[string]string{
+			"KAFKA_BROKERS":                             strings.Join(s.brokers, ","),
+			"PRISM_BACKEND_LINGER":                      s.linger.String(),
+			"PRISM_BACKEND_COMPRESSION":                 s.compression,
+			"PRISM_METRICS_ENABLED":                     "false",
+			"PRISM_LOG_LEVEL":                           "warn",
+			"PRISM_LIMITS_DEFAULT_OUTSTANDING_MESSAGES": "1000",
+		},
+		Service:   streamv1.StreamService_ServiceDesc.ServiceName,
+		InProcess: s.inProcess,
+		Timeout:   20 * time.Second,
+		Backend:   "Kafka at " + strings.Join(s.brokers, ","),
+	}
+}
+
+// runSecurity measures the Publish of one 1 KiB record in the three security modes.
+func runSecurity(ctx context.Context, s settings, topic string, value []byte) error {
+	return benchkit.RunSecurity(ctx, os.Stdout, benchkit.SecuritySpec{
+		Plugin:    pluginSpec(s),
+		Name:      "Stream Publish 1x1KiB",
+		Namespace: topic,
+		Op: func(conn grpc.ClientConnInterface) benchkit.Op {
+			plugin := streamv1.NewStreamServiceClient(conn)
+			return func(ctx context.Context, _ int) error {
+				_, err := plugin.Publish(ctx, &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{{Value: value}}})
+				return err
+			}
+		},
+		Duration: s.securityDuration,
+		Warmup:   s.warmup,
+	})
 }
 
 // publishStreamCase compares pipelined publishing with the same records in flight on both sides.

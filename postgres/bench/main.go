@@ -3,7 +3,10 @@
 // and SQL called directly on a pgx pool, at concurrency 1 and 32. It prints p50/p99 latency,
 // throughput and the plugin ÷ direct ratios. It reports; it never fails on a missed target.
 //
-//	go run ./postgres/bench [-duration 3s] [-records 1000]
+// It ends with the security case (benchkit.RunSecurity): Get at concurrency 1 against plaintext,
+// mTLS, and mTLS + one policy + audit to a file; -security runs only that case.
+//
+//	go run ./postgres/bench [-duration 3s] [-records 1000] [-security]
 //
 // The database comes from PRISM_TEST_POSTGRES_URL (default: the `make services` PostgreSQL);
 // the benchmark creates its own database there and drops it at the end.
@@ -80,6 +83,8 @@ func run() error {
 	execPath := flag.String("exec", "", "run this plugin binary (e.g. bin/postgres-plugin) as a separate process instead of in-process")
 	conns := flag.Int("conns", 1, "gRPC client connections the workers share round-robin")
 	only := flag.String("only", "", "run only cases whose op/conc/path contains this, e.g. get/32/plugin")
+	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case")
+	securityOnly := flag.Bool("security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
 	flag.Parse()
 	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
 	if err != nil {
@@ -243,6 +248,9 @@ ON CONFLICT (namespace, id, key) DO UPDATE SET value = EXCLUDED.value, version =
 	fmt.Println("paths: plugin = gRPC to the in-process plugin; direct = the plugin's Store (same SQL) on a pgx pool;")
 	fmt.Println("       grpc-hop = a health check over the same gRPC connection (no database); raw-pgx = one minimal statement")
 	fmt.Println()
+	if *securityOnly {
+		return runSecurity(ctx, dbURL, poolSize, id(0), *securityDuration, *warmup)
+	}
 	var results []result
 	for _, op := range []string{"get", "put"} {
 		for _, conc := range []int{1, 32} {
@@ -264,7 +272,38 @@ ON CONFLICT (namespace, id, key) DO UPDATE SET value = EXCLUDED.value, version =
 		}
 	}
 	report(os.Stdout, results)
-	return nil
+	return runSecurity(ctx, dbURL, poolSize, id(0), *securityDuration, *warmup)
+}
+
+// runSecurity measures the Get of one preloaded record in the three security modes, each
+// plugin in this process like the main cases.
+func runSecurity(ctx context.Context, dbURL string, poolSize int, id string, duration, warmup time.Duration) error {
+	return benchkit.RunSecurity(ctx, os.Stdout, benchkit.SecuritySpec{
+		Plugin: benchkit.PluginSpec{
+			New: func() core.Plugin { return postgreskv.New() },
+			Env: map[string]string{
+				"DATABASE_URL":          dbURL,
+				"POSTGRES_POOL_SIZE":    fmt.Sprint(poolSize),
+				"PRISM_METRICS_ENABLED": "false",
+				"PRISM_LOG_LEVEL":       "warn",
+			},
+			Service:   keyvaluev1.KeyValueService_ServiceDesc.ServiceName,
+			InProcess: true,
+			Timeout:   15 * time.Second,
+			Backend:   "PostgreSQL",
+		},
+		Name:      "KeyValue Get 1KiB",
+		Namespace: namespace,
+		Op: func(conn grpc.ClientConnInterface) benchkit.Op {
+			client := keyvaluev1.NewKeyValueServiceClient(conn)
+			return func(ctx context.Context, _ int) error {
+				_, err := client.Get(ctx, &keyvaluev1.GetRequest{Namespace: namespace, Id: id, Keys: [][]byte{[]byte("item")}})
+				return err
+			}
+		},
+		Duration: duration,
+		Warmup:   warmup,
+	})
 }
 
 // measure runs fn from conc goroutines in a closed loop on records picked at random.

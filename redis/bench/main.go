@@ -4,7 +4,10 @@
 // binary run again) on a loopback port, talks to it over real gRPC, prints p50/p99 latency and
 // throughput ratios, and never fails on the numbers (it exits non-zero only if it cannot run).
 //
-//	go run ./redis/bench [-duration 3s] [-warmup 500ms] [-inprocess] [-only Get] [-conc 32]
+// It ends with the security case (benchkit.RunSecurity): Get at concurrency 1 against plaintext,
+// mTLS, and mTLS + one policy + audit to a file; -security runs only that case.
+//
+//	go run ./redis/bench [-duration 3s] [-warmup 500ms] [-inprocess] [-only Get] [-conc 32] [-security]
 //
 // Variables such as PRISM_BACKEND_AUTO_PIPELINE=true reach the plugin.
 //
@@ -24,6 +27,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core"
@@ -50,6 +54,8 @@ func main() {
 	only := flag.String("only", "", "run only the cases whose name starts with this")
 	conc := flag.Int("conc", 0, "run only this concurrency (default: 1 and 32)")
 	inProcess := flag.Bool("inprocess", false, "serve the plugin inside the benchmark's process")
+	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case")
+	securityOnly := flag.Bool("security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
 	flag.Parse()
 	onlyCase, onlyConc = *only, *conc
 	if *pluginProfile != "" {
@@ -64,7 +70,13 @@ func main() {
 		os.Exit(1)
 	}
 	defer stopProfile()
-	if err := run(*duration, *warmup, *inProcess); err != nil {
+	if !*securityOnly {
+		err = run(*duration, *warmup, *inProcess)
+	}
+	if err == nil {
+		err = runSecurity(*securityDuration, *warmup, *inProcess)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		stopProfile()
 		os.Exit(1)
@@ -91,15 +103,16 @@ var onlyCase string
 // onlyConc limits the run to one concurrency (-conc).
 var onlyConc int
 
-func run(duration, warmup time.Duration, inProcess bool) error {
-	addr := os.Getenv("PRISM_TEST_REDIS_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
+func redisAddr() string {
+	if addr := os.Getenv("PRISM_TEST_REDIS_ADDR"); addr != "" {
+		return addr
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	return "127.0.0.1:6379"
+}
 
-	conn, stop, err := benchkit.StartPlugin(ctx, benchkit.PluginSpec{
+// pluginSpec is how every case starts the plugin.
+func pluginSpec(addr string, inProcess bool) benchkit.PluginSpec {
+	return benchkit.PluginSpec{
 		New: func() core.Plugin { return rediscache.New() },
 		// The process environment can tune the plugin further (e.g. PRISM_BACKEND_AUTO_PIPELINE=true).
 		Env: map[string]string{
@@ -113,7 +126,44 @@ func run(duration, warmup time.Duration, inProcess bool) error {
 		InProcess: inProcess,
 		Timeout:   15 * time.Second,
 		Backend:   "Redis at " + addr,
+	}
+}
+
+// runSecurity seeds one key and measures its Get in the three security modes.
+func runSecurity(duration, warmup time.Duration, inProcess bool) error {
+	addr := redisAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	direct := redis.NewClient(&redis.Options{Addr: addr, Username: "prism", Password: "prism"})
+	defer func() { _ = direct.Close() }()
+	if err := direct.Set(ctx, redisKey("security"), make([]byte, valueBytes), 0).Err(); err != nil {
+		return fmt.Errorf("seed the security key in redis at %s: %w", addr, err)
+	}
+	return benchkit.RunSecurity(ctx, os.Stdout, benchkit.SecuritySpec{
+		Plugin:    pluginSpec(addr, inProcess),
+		Name:      "Cache Get 1KiB",
+		Namespace: namespace,
+		Op: func(conn grpc.ClientConnInterface) benchkit.Op {
+			plugin := cachev1.NewCacheServiceClient(conn)
+			return func(ctx context.Context, _ int) error {
+				resp, err := plugin.Get(ctx, &cachev1.GetRequest{Namespace: namespace, Key: "security"})
+				if err == nil && !resp.GetFound() {
+					err = errors.New("seeded key not found")
+				}
+				return err
+			}
+		},
+		Duration: duration,
+		Warmup:   warmup,
 	})
+}
+
+func run(duration, warmup time.Duration, inProcess bool) error {
+	addr := redisAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	conn, stop, err := benchkit.StartPlugin(ctx, pluginSpec(addr, inProcess))
 	if err != nil {
 		return err
 	}
