@@ -1,7 +1,6 @@
 package deploytest
 
 import (
-	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -215,7 +214,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, cm *corev1.ConfigMap, s
 	grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 	need := preStop + cfg.ControlPlane.ShutdownGrace
 	assert.GreaterOrEqual(t, grace, need, "terminationGracePeriodSeconds < preStop + shutdown_grace")
-	assert.LessOrEqual(t, grace, need+10*time.Second, fmt.Sprintf("terminationGracePeriodSeconds far above preStop + shutdown_grace (%s)", need))
+	assert.LessOrEqual(t, grace, need+10*time.Second, "terminationGracePeriodSeconds far above preStop + shutdown_grace (%s)", need)
 }
 
 func checkService(t *testing.T, s *corev1.Service, d *appsv1.Deployment, port, metricsPort int) {

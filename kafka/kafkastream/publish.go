@@ -362,9 +362,10 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 		}
 		pp.remaining.Store(int32(n))
 		acks := make([]streamv1.RecordAck, n)
-		pp.ctx, pp.cancel = context.WithTimeout(ctx, wait)
+		rctx, cancel := context.WithTimeout(ctx, wait)
+		pp.ctx, pp.cancel = rctx, cancel
 		for i, r := range prep.records {
-			producer.Produce(pp.ctx, r, func(r *kgo.Record, err error) {
+			producer.Produce(rctx, r, func(r *kgo.Record, err error) {
 				if err != nil {
 					pp.fail(i, produceError(ctx, topics, prep.topic, i, err))
 				} else {
