@@ -17,7 +17,7 @@ func TestInvalidUTF8FieldNamesThePath(t *testing.T) {
 	t.Parallel()
 	md := (&streamv1.PublishRequest{}).ProtoReflect().Descriptor()
 	header := func(key []byte) []byte { return field(1, key) } // Header.key
-	record := func(headers ...[]byte) []byte { // Record.headers = 3
+	record := func(headers ...[]byte) []byte {                 // Record.headers = 3
 		var b []byte
 		for _, h := range headers {
 			b = append(b, field(3, h)...)
