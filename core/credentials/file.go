@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -31,11 +30,7 @@ type File struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	h        *holder
-
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	done    chan struct{}
-	stopped bool
+	bg       lifecycle
 }
 
 // NewFile returns a file source; fallback supplies the username when the file holds none.
@@ -48,59 +43,34 @@ func NewFile(cfg FileConfig, fallback Credentials, log *slog.Logger, metrics *Me
 
 // Start reads the file once (failing if it cannot) and starts watching it.
 func (f *File) Start(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stopped {
-		return errors.New("credentials file source: start after stop")
-	}
-	if f.cancel != nil {
+	var watcher *fsnotify.Watcher
+	first := func() error {
+		creds, err := f.read()
+		if err != nil {
+			f.metrics.failed(KindFile)
+			return fmt.Errorf("read credentials file %s: %w", f.cfg.Path, err)
+		}
+		f.h.set(creds, nil)
+		f.metrics.setExpiry(KindFile, creds)
+		if watcher, err = fsnotify.NewWatcher(); err != nil {
+			return fmt.Errorf("watch credentials file %s: %w", f.cfg.Path, err)
+		}
+		// Watching the directory sees renames, symlink swaps and in-place writes alike.
+		dir := f.cfg.Path
+		if info, statErr := os.Stat(f.cfg.Path); statErr == nil && !info.IsDir() {
+			dir = filepath.Dir(f.cfg.Path)
+		}
+		if err := watcher.Add(dir); err != nil {
+			_ = watcher.Close()
+			return fmt.Errorf("watch credentials directory %s: %w", dir, err)
+		}
 		return nil
 	}
-	creds, err := f.read()
-	if err != nil {
-		f.metrics.failed(KindFile)
-		return fmt.Errorf("read credentials file %s: %w", f.cfg.Path, err)
-	}
-	f.h.set(creds, nil)
-	f.metrics.setExpiry(KindFile, creds)
-
-	watcher, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch credentials file %s: %w", f.cfg.Path, err)
-	}
-	// Watching the directory sees renames, symlink swaps and in-place writes alike.
-	dir := f.cfg.Path
-	if info, statErr := os.Stat(f.cfg.Path); statErr == nil && !info.IsDir() {
-		dir = filepath.Dir(f.cfg.Path)
-	}
-	if err := watcher.Add(dir); err != nil {
-		_ = watcher.Close()
-		return fmt.Errorf("watch credentials directory %s: %w", dir, err)
-	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f.cancel, f.done = cancel, make(chan struct{})
-	go f.watch(runCtx, watcher)
-	return nil
+	return f.bg.start(ctx, "credentials file source", first, func(ctx context.Context) { f.watch(ctx, watcher) })
 }
 
 // Stop ends watching and waits for the watcher goroutine.
-func (f *File) Stop(ctx context.Context) error {
-	f.mu.Lock()
-	f.stopped = true
-	cancel, done := f.cancel, f.done
-	f.cancel = nil
-	f.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stop credentials file source: %w", ctx.Err())
-	}
-}
+func (f *File) Stop(ctx context.Context) error { return f.bg.stop(ctx, "credentials file source") }
 
 // Current implements Source.
 func (f *File) Current() (Credentials, error) { return f.h.current() }
@@ -112,7 +82,6 @@ func (f *File) Changes() <-chan struct{} { return f.h.changes() }
 func (f *File) Describe() Description { return f.h.describe(KindFile, f.cfg.Path) }
 
 func (f *File) watch(ctx context.Context, watcher *fsnotify.Watcher) {
-	defer close(f.done)
 	defer func() { _ = watcher.Close() }()
 	poll := time.NewTicker(f.cfg.PollInterval)
 	defer poll.Stop()

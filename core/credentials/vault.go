@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -42,10 +41,7 @@ type Vault struct {
 	readAt       time.Time
 	retryAt      time.Time
 
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	done    chan struct{}
-	stopped bool
+	bg lifecycle
 }
 
 func newVault(cfg VaultConfig, opts Options) (Source, error) {
@@ -87,47 +83,23 @@ func NewVault(cfg VaultConfig, opts Options) (*Vault, error) {
 
 // Start logs in, reads the first credentials and starts renewing them.
 func (v *Vault) Start(ctx context.Context) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.stopped {
-		return errors.New("credentials vault source: start after stop")
-	}
-	if v.cancel != nil {
+	first := func() error {
+		if err := v.login(ctx); err != nil {
+			v.metrics.failed(KindVault)
+			return err
+		}
+		if err := v.fetch(ctx); err != nil {
+			v.metrics.failed(KindVault)
+			return err
+		}
 		return nil
 	}
-	if err := v.login(ctx); err != nil {
-		v.metrics.failed(KindVault)
-		return err
-	}
-	if err := v.fetch(ctx); err != nil {
-		v.metrics.failed(KindVault)
-		return err
-	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	v.cancel, v.done = cancel, make(chan struct{})
-	go v.run(runCtx)
-	return nil
+	return v.bg.start(ctx, "credentials vault source", first, v.run)
 }
 
 // Stop ends renewal and waits for it. Leases are left to expire so connections made with them
 // keep working until the pools retire them.
-func (v *Vault) Stop(ctx context.Context) error {
-	v.mu.Lock()
-	v.stopped = true
-	cancel, done := v.cancel, v.done
-	v.cancel = nil
-	v.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stop credentials vault source: %w", ctx.Err())
-	}
-}
+func (v *Vault) Stop(ctx context.Context) error { return v.bg.stop(ctx, "credentials vault source") }
 
 // Current implements Source.
 func (v *Vault) Current() (Credentials, error) { return v.h.current() }
@@ -152,7 +124,6 @@ func (v *Vault) secretPath() string {
 }
 
 func (v *Vault) run(ctx context.Context) {
-	defer close(v.done)
 	tick := time.NewTicker(vaultTick)
 	defer tick.Stop()
 	for {
