@@ -39,22 +39,29 @@ func (c *slowConn) Write(b []byte) (int, error) {
 	return written, nil
 }
 
-// A call whose request was still uploading when the drain began was admitted when it arrived:
-// it completes, the drain waits for it, and only calls that start afterwards are refused.
-func TestDrainAdmitsCallsWhoseUploadHadStarted(t *testing.T) {
-	_, r := startProbe(t, "", nil)
-	slow, err := grpc.NewClient(r.Addr,
+// slowClient dials the plugin through a connection that writes chunk bytes per pause.
+func slowClient(t *testing.T, addr string, chunk int, pause time.Duration) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 			if err != nil {
 				return nil, err
 			}
-			// About 900 KiB at 16 KiB per 25 ms: well over a second of upload.
-			return &slowConn{Conn: c, chunk: 16 << 10, pause: 25 * time.Millisecond}, nil
+			return &slowConn{Conn: c, chunk: chunk, pause: pause}, nil
 		}))
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = slow.Close() })
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// A call whose request was still uploading when the drain began was admitted when it arrived:
+// it completes, the drain waits for it, and only calls that start afterwards are refused.
+func TestDrainAdmitsCallsWhoseUploadHadStarted(t *testing.T) {
+	_, r := startProbe(t, "", nil)
+	// About 900 KiB at 16 KiB per 25 ms: well over a second of upload.
+	slow := slowClient(t, r.Addr, 16<<10, 25*time.Millisecond)
 
 	keys := make([][]byte, 900)
 	for i := range keys {
@@ -88,17 +95,7 @@ func TestDrainAdmitsCallsWhoseUploadHadStarted(t *testing.T) {
 // A drain that times out counts calls still uploading as cut off.
 func TestDrainCountsUploadingCallsAsInFlight(t *testing.T) {
 	_, r := startProbe(t, "", nil)
-	slow, err := grpc.NewClient(r.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return &slowConn{Conn: c, chunk: 8 << 10, pause: 50 * time.Millisecond}, nil
-		}))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = slow.Close() })
+	slow := slowClient(t, r.Addr, 8<<10, 50*time.Millisecond)
 	keys := [][]byte{make([]byte, 600<<10)}
 	go func() {
 		_, _ = keyvaluev1.NewKeyValueServiceClient(slow).Get(context.Background(), &keyvaluev1.GetRequest{Namespace: "ns", Id: "upload", Keys: keys})

@@ -1,14 +1,12 @@
 package credentials_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,26 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/coretest"
 	"github.com/prism-gateway/plugins/core/credentials"
 )
-
-// syncBuffer collects log output from the watcher goroutine and the test alike.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestStaticSourceYieldsItsCredentialsAndNeverChanges(t *testing.T) {
 	src, err := credentials.New(credentials.DefaultConfig(), credentials.Options{
@@ -115,7 +96,7 @@ func TestFileSourceFollowsKubernetesSymlinkSwap(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	metrics, err := credentials.NewMetrics(reg)
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs coretest.Buffer
 	src := startFile(t, dir, metrics, &logs)
 	first, err := src.Current()
 	require.NoError(t, err)
@@ -139,7 +120,7 @@ func TestFileSourceFollowsInPlaceRewriteAndKeepsOldCredentialsOnABrokenFile(t *t
 	reg := prometheus.NewRegistry()
 	metrics, err := credentials.NewMetrics(reg)
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs coretest.Buffer
 	src := startFile(t, path, metrics, &logs)
 
 	changed := src.Changes()
@@ -215,7 +196,7 @@ func TestConfigKeysHaveEnvOverridesAndRedactTheToken(t *testing.T) {
 	assert.NotContains(t, fmt.Sprintf("%v", b.Credentials), "hvs.token-value")
 }
 
-func startFile(t *testing.T, path string, metrics *credentials.Metrics, logs *syncBuffer) credentials.Source {
+func startFile(t *testing.T, path string, metrics *credentials.Metrics, logs *coretest.Buffer) credentials.Source {
 	t.Helper()
 	cfg := credentials.DefaultConfig()
 	cfg.Source = credentials.KindFile
@@ -259,7 +240,7 @@ func waitChange(t *testing.T, changed <-chan struct{}) {
 	}
 }
 
-func assertNoSecrets(t *testing.T, buf *syncBuffer, secrets ...string) {
+func assertNoSecrets(t *testing.T, buf *coretest.Buffer, secrets ...string) {
 	t.Helper()
 	require.Eventually(t, func() bool { return strings.Contains(buf.String(), "credentials changed") },
 		10*time.Second, 10*time.Millisecond, "expected a change log line to scan")

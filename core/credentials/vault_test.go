@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/coretest"
 	"github.com/prism-gateway/plugins/core/credentials"
 	"github.com/prism-gateway/plugins/internal/testsvc"
 )
@@ -35,7 +36,7 @@ func adminClient(t *testing.T) *vault.Client {
 	return c
 }
 
-func startVault(t *testing.T, cfg credentials.VaultConfig, logs *syncBuffer) (*credentials.Vault, *credentials.Metrics) {
+func startVault(t *testing.T, cfg credentials.VaultConfig, logs *coretest.Buffer) (*credentials.Vault, *credentials.Metrics) {
 	t.Helper()
 	metrics, err := credentials.NewMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
@@ -63,7 +64,7 @@ func TestVaultKVv2NewVersionRotates(t *testing.T) {
 	cfg.Auth.Token = config.Secret(testsvc.VaultToken())
 	cfg.Secret.Path = path
 	cfg.Secret.PollInterval = 300 * time.Millisecond
-	var logs syncBuffer
+	var logs coretest.Buffer
 	src, metrics := startVault(t, cfg, &logs)
 	got, err := src.Current()
 	require.NoError(t, err)
@@ -102,7 +103,7 @@ func TestVaultDatabaseDynamicCredentialsRenewAndReissue(t *testing.T) {
 	cfg.Secret = credentials.VaultSecretConfig{Kind: "database", Mount: "database", Role: role, PollInterval: time.Second}
 	cfg.RenewMargin = 2 * time.Second
 	cfg.RetryInterval = 500 * time.Millisecond
-	var logs syncBuffer
+	var logs coretest.Buffer
 	src, metrics := startVault(t, cfg, &logs)
 
 	first, err := src.Current()
@@ -168,7 +169,7 @@ func TestVaultOutageKeepsCachedCredentialsUntilExpiryThenRecovers(t *testing.T) 
 
 	metrics, err := credentials.NewMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs coretest.Buffer
 	cfg := credentials.DefaultConfig().Vault
 	cfg.Address = "http://" + proxy.Addr()
 	cfg.Auth.Token = config.Secret(testsvc.VaultToken())
@@ -230,7 +231,7 @@ func TestVaultAppRoleLogsInAgainWhenItsTokenReachesMaxTTL(t *testing.T) {
 	cfg.Secret.Path = path
 	cfg.Secret.PollInterval = 200 * time.Millisecond
 	cfg.RetryInterval = 200 * time.Millisecond
-	var logs syncBuffer
+	var logs coretest.Buffer
 	src, metrics := startVault(t, cfg, &logs)
 
 	// Past two token lifetimes, a new KV version is still read.
@@ -253,7 +254,7 @@ func TestVaultDatabaseStaticRole(t *testing.T) {
 	cfg := credentials.DefaultConfig().Vault
 	cfg.Auth.Token = config.Secret(testsvc.VaultToken())
 	cfg.Secret = credentials.VaultSecretConfig{Kind: "database-static", Mount: "database", Role: "prism-postgres-static", PollInterval: time.Second}
-	var logs syncBuffer
+	var logs coretest.Buffer
 	src, _ := startVault(t, cfg, &logs)
 	got, err := src.Current()
 	require.NoError(t, err)
