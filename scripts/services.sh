@@ -783,11 +783,23 @@ bao_configure() {
   local logf=$LOGS/bao-setup.log
   : >"$logf"
   run() { bao "$@" >>"$logf" 2>&1 || { show_log "$logf"; die "bao: '$*' failed"; }; }
-  enabled() { bao "$1" list -format=json 2>/dev/null | grep -q "\"$2/\""; }
+  # Read the whole list first: with pipefail, grep -q closing the pipe early fails the pipeline.
+  enabled() { local list; list=$(bao "$1" list -format=json 2>/dev/null) && grep -q "\"$2/\"" <<<"$list"; }
 
-  enabled secrets secret || run secrets enable -path=secret -version=2 kv
-  enabled secrets database || run secrets enable database
-  enabled auth approle || run auth enable approle
+  # enable KIND PATH ARGS...: mount PATH unless it already is (a repeat run, or dev mode's secret/).
+  enable() {
+    local kind=$1 path=$2 out
+    shift 2
+    enabled "$kind" "$path" && return 0
+    out=$(bao "$kind" enable "$@" 2>&1) && return 0
+    grep -q 'path is already in use' <<<"$out" && return 0
+    printf '%s\n' "$out" >>"$logf"
+    show_log "$logf"
+    die "bao: '$kind enable $*' failed"
+  }
+  enable secrets secret -path=secret -version=2 kv
+  enable secrets database database
+  enable auth approle approle
 
   # Kafka SCRAM credentials of the shared broker's prism user (rotation tests write new versions
   # to their own paths).
