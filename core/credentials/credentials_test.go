@@ -250,3 +250,21 @@ func assertNoSecrets(t *testing.T, buf *coretest.Buffer, secrets ...string) {
 		assert.False(t, strings.Contains(logs, s), "a secret appeared in the logs") //nolint:testifylint // see above
 	}
 }
+
+func TestDescriptionCapabilitiesAndCheck(t *testing.T) {
+	src := credentials.NewStatic(credentials.Credentials{Username: "app", Password: "s3cret-value"})
+	caps := src.Describe().Capabilities()
+	assert.Equal(t, map[string]string{
+		"credentials_source": "static", "credentials_serial": "1", "credentials_username": "app",
+	}, caps)
+	require.NoError(t, credentials.Check(src))
+
+	expired := credentials.NewStatic(credentials.Credentials{Username: "app", Expiry: time.Now().Add(-time.Second)})
+	err := credentials.Check(expired)
+	require.ErrorIs(t, err, credentials.ErrExpired)
+	assert.Contains(t, err.Error(), "backend credentials (static)")
+	assert.Contains(t, expired.Describe().Capabilities(), "credentials_expiry")
+	for _, v := range caps {
+		assert.NotContains(t, v, "s3cret")
+	}
+}
