@@ -102,8 +102,11 @@ services-status: ## Show which test services run
 podman: ## Install (if missing) Podman, runc and busybox-static for the images (Debian, root)
 	bash scripts/podman.sh install
 
-test: services podman ## The test command: services, Podman, go test -race over every package, brief fuzzing
-	$(GO) test -race -count=1 -timeout 30m ./...
+FAULT_SUMMARY := .cache/faulttest-summary.txt
+test: services podman ## The test command: services, Podman, go test -race over every package (fault suite included), brief fuzzing
+	@mkdir -p .cache && rm -f $(FAULT_SUMMARY)
+	PRISM_FAULTTEST_SUMMARY=$(CURDIR)/$(FAULT_SUMMARY) $(GO) test -race -count=1 -timeout 30m ./...
+	@cat $(FAULT_SUMMARY)
 	$(MAKE) --no-print-directory fuzz
 
 fuzz: ## Run every go test -fuzz target briefly (FUZZTIME=10s each)

@@ -43,7 +43,7 @@ func StartKafka(tb testing.TB) *Kafka {
 	port, controller := freePort(tb), freePort(tb)
 	k := &Kafka{
 		Addr: "127.0.0.1:" + strconv.Itoa(port), java: java, libs: libs,
-		conf:  filepath.Join(root, "server.properties"),
+		conf: filepath.Join(root, "server.properties"),
 	}
 	if repo, err := repoRoot(); err == nil {
 		k.log4j = filepath.Join(repo, "scripts", "services", "kafka-log4j2.properties")

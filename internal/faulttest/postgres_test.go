@@ -2,7 +2,7 @@ package faulttest_test
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"net/url"
 	"strconv"
 	"sync"
