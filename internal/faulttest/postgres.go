@@ -84,7 +84,7 @@ func (pg *Postgres) Start() error {
 	}
 	pg.proc = proc
 	if !waitFor(60*time.Second, func() bool { return proc.exited() || pg.ping() == nil }) || proc.exited() {
-		return fmt.Errorf("private postgres did not start: %v\n%s", pg.ping(), tail(proc.log.String(), 2000))
+		return fmt.Errorf("private postgres did not start: %w\n%s", pg.ping(), tail(proc.log.String(), 2000))
 	}
 	return nil
 }

@@ -100,7 +100,7 @@ func privateDir(tb testing.TB, cred *syscall.Credential, prefix string) string {
 		tb.Fatalf("temp dir: %v", err)
 	}
 	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := os.Chmod(dir, 0o755); err != nil { //nolint:gosec // the backend user must enter it
 		tb.Fatalf("chmod %s: %v", dir, err)
 	}
 	if cred != nil {

@@ -45,7 +45,7 @@ func WriteSummary() error {
 	}
 	fmt.Fprint(os.Stderr, b.String())
 	if path := os.Getenv("PRISM_FAULTTEST_SUMMARY"); path != "" {
-		if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil { //nolint:gosec // path chosen by make test
 			return fmt.Errorf("write fault summary: %w", err)
 		}
 	}
