@@ -16,14 +16,12 @@ import (
 var (
 	ErrInvalidArgument    = errors.New("invalid argument")
 	ErrNotFound           = errors.New("not found")
-	ErrAlreadyExists      = errors.New("already exists")
 	ErrAborted            = errors.New("aborted")
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrUnavailable        = errors.New("unavailable")
 	ErrUnauthenticated    = errors.New("unauthenticated")
 	ErrPermissionDenied   = errors.New("permission denied")
 	ErrResourceExhausted  = errors.New("resource exhausted")
-	ErrUnimplemented      = errors.New("unimplemented")
 )
 
 var kindCodes = []struct {
@@ -32,14 +30,12 @@ var kindCodes = []struct {
 }{
 	{ErrInvalidArgument, codes.InvalidArgument},
 	{ErrNotFound, codes.NotFound},
-	{ErrAlreadyExists, codes.AlreadyExists},
 	{ErrAborted, codes.Aborted},
 	{ErrFailedPrecondition, codes.FailedPrecondition},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrUnauthenticated, codes.Unauthenticated},
 	{ErrPermissionDenied, codes.PermissionDenied},
 	{ErrResourceExhausted, codes.ResourceExhausted},
-	{ErrUnimplemented, codes.Unimplemented},
 }
 
 // kindError carries a client-facing message and its kind.

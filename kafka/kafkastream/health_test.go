@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
+	"github.com/prism-gateway/plugins/conformance/healthtest"
 	"github.com/prism-gateway/plugins/core/coretest"
 	"github.com/prism-gateway/plugins/internal/testsvc"
 	"github.com/prism-gateway/plugins/kafka/kafkastream"
@@ -27,44 +24,20 @@ func scramEnv(t *testing.T, password string) map[string]string {
 	}
 }
 
-func TestHealthServesOnceAuthenticatedWithSCRAM(t *testing.T) {
-	r := coretest.Start(t, kafkastream.New(), coretest.Options{Env: scramEnv(t, testsvc.Password)})
-	r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, 15*time.Second)
-	r.WaitHealth(t, streamService, healthpb.HealthCheckResponse_SERVING, time.Second)
-}
-
-func TestWrongSCRAMPasswordIsNotServingAndNeverLogged(t *testing.T) {
-	const wrong = "definitely-not-the-password"
-	r := coretest.Start(t, kafkastream.New(), coretest.Options{
-		YAML: "control_plane:\n  health_interval: 200ms\n",
-		Env:  scramEnv(t, wrong),
-	})
-	require.Eventually(t, func() bool { return r.Logs.Contains("SASL_AUTHENTICATION_FAILED") }, 15*time.Second, 50*time.Millisecond,
-		"the log says why the backend is unusable")
-	r.WaitHealth(t, "", healthpb.HealthCheckResponse_NOT_SERVING, time.Second)
-	assert.NotContains(t, r.Logs.String(), wrong)
-}
-
 // Brokers advertise their own addresses, so a proxy in the seed list alone would be bypassed;
-// every connection of the plugin's client is dialled through it instead.
-func TestHealthFollowsABrokerOutageWithoutRestart(t *testing.T) {
-	proxy := testsvc.NewProxy(t, testsvc.KafkaSASLBrokers(t)[0])
-	p := kafkastream.New()
-	var d net.Dialer
-	p.SetDialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return d.DialContext(ctx, network, proxy.Addr())
+// every connection of the plugin's client is dialled to the suite's address instead.
+func TestHealth(t *testing.T) {
+	healthtest.Run(t, healthtest.Harness{
+		Service: streamService, Backend: testsvc.KafkaSASLBrokers(t)[0], Password: testsvc.Password,
+		Start: func(t *testing.T, addr, password, yaml string) *coretest.Running {
+			p := kafkastream.New()
+			var d net.Dialer
+			p.SetDialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, addr)
+			})
+			return coretest.Start(t, p, coretest.Options{YAML: yaml, Env: scramEnv(t, password)})
+		},
+		RefusedLog: "SASL_AUTHENTICATION_FAILED",
+		Patience:   15 * time.Second,
 	})
-	r := coretest.Start(t, p, coretest.Options{
-		YAML: "control_plane:\n  health_interval: 200ms\n  health_timeout: 1s\n",
-		Env:  scramEnv(t, testsvc.Password),
-	})
-	r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, 15*time.Second)
-
-	proxy.Down()
-	r.WaitHealth(t, "", healthpb.HealthCheckResponse_NOT_SERVING, 15*time.Second)
-	r.WaitHealth(t, streamService, healthpb.HealthCheckResponse_NOT_SERVING, time.Second)
-
-	proxy.Up()
-	r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, 20*time.Second)
-	r.WaitHealth(t, streamService, healthpb.HealthCheckResponse_SERVING, time.Second)
 }
