@@ -1,12 +1,20 @@
 package postgreskv
 
 import (
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
 func TestPageTokensRoundTripAndRejectTampering(t *testing.T) {
@@ -115,11 +123,48 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+// The largest Put the limits allow and the largest page they let the plugin return, built as
+// real messages, fit the gRPC message size the plugin sets from the limits.
 func TestDefaultLimitsFitTheMessageSize(t *testing.T) {
 	t.Parallel()
 	l := DefaultLimits()
 	require.NoError(t, l.Validate())
-	// 1000 items of 1 KiB keys plus 8 MiB of values, or a 8 MiB page plus a crossing item.
-	assert.GreaterOrEqual(t, l.messageBytes(), l.MaxRequestBytes+l.MaxItemsPerRequest*l.MaxKeyBytes)
-	assert.GreaterOrEqual(t, l.messageBytes(), l.MaxPageBytes+l.MaxValueBytes)
+	namespace := "n" + strings.Repeat("x", 63)
+	id := strings.Repeat("i", l.MaxIDBytes)
+	key := func(i int) []byte { return fmt.Appendf(nil, "%0*d", l.MaxKeyBytes, i) }
+	expire := timestamppb.New(time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC))
+
+	// Put: the most items, the longest keys, values filling max_request_bytes, every option set.
+	put := &keyvaluev1.PutRequest{Namespace: namespace, Id: id,
+		IdempotencyToken: strings.Repeat("t", l.MaxIdempotencyTokenBytes)}
+	valueBytes := l.MaxRequestBytes/l.MaxItemsPerRequest - l.MaxKeyBytes
+	for i := range l.MaxItemsPerRequest {
+		put.Items = append(put.Items, &keyvaluev1.PutItem{Key: key(i), Value: make([]byte, valueBytes),
+			Ttl: durationpb.New(apierr.MaxTTL)})
+	}
+	for i := range l.MaxPreconditions {
+		put.Preconditions = append(put.Preconditions, &keyvaluev1.Precondition{Key: key(i),
+			Condition: &keyvaluev1.Precondition_Version{Version: math.MaxInt64}})
+	}
+
+	// Pages: max_page_bytes of items and then one more item of the largest size (a page ends
+	// after the item that crosses the budget), each record with the longest id for Scan.
+	item := func(i, size int) *keyvaluev1.Item {
+		return &keyvaluev1.Item{Key: key(i), Value: make([]byte, size), Version: math.MaxInt64, ExpireTime: expire}
+	}
+	token := strings.Repeat("p", 512)
+	get := &keyvaluev1.GetResponse{Found: true, NextPageToken: token}
+	scan := &keyvaluev1.ScanResponse{NextPageToken: token}
+	perItem := l.MaxPageBytes / (l.MaxPageSize - 1)
+	for i := range l.MaxPageSize - 1 {
+		get.Items = append(get.Items, item(i, perItem-l.MaxKeyBytes))
+		scan.Records = append(scan.Records, &keyvaluev1.Record{Id: fmt.Sprintf("%0*d", l.MaxIDBytes, i),
+			Items: []*keyvaluev1.Item{item(i, perItem-l.MaxKeyBytes)}})
+	}
+	get.Items = append(get.Items, item(l.MaxPageSize, l.MaxValueBytes))
+	scan.Records = append(scan.Records, &keyvaluev1.Record{Id: id, Items: []*keyvaluev1.Item{item(l.MaxPageSize, l.MaxValueBytes)}})
+
+	for name, m := range map[string]proto.Message{"Put request": put, "Get page": get, "Scan page": scan} {
+		assert.LessOrEqual(t, proto.Size(m), l.messageBytes(), "the largest %s within the limits", name)
+	}
 }

@@ -1,11 +1,18 @@
 package rediscache
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
 )
 
 func TestBackendValidation(t *testing.T) {
@@ -66,9 +73,28 @@ func TestLimitsValidation(t *testing.T) {
 	}
 }
 
+// The largest requests and responses the limits allow, built as real messages, fit the gRPC
+// message size the plugin sets from them, so a request within the limits is never refused by
+// gRPC before the plugin's own checks.
 func TestDefaultLimitsFitOneGRPCMessage(t *testing.T) {
 	l := defaultLimits()
-	assert.GreaterOrEqual(t, l.messageBytes(), l.MaxBatchBytes+l.MaxKeysPerCall*16)
+	namespace := "n" + strings.Repeat("x", 63)
+	keys := l.MaxKeysPerCall
+	keyBytes := l.MaxKeyBytes
+	valueBytes := (l.MaxBatchBytes - keys*keyBytes) / keys
+	mset := &cachev1.MSetRequest{Namespace: namespace}
+	mget := &cachev1.MGetResponse{}
+	for i := range keys {
+		key := fmt.Sprintf("%0*d", keyBytes, i)
+		mset.Entries = append(mset.Entries, &cachev1.MSetEntry{Key: key, Value: make([]byte, valueBytes),
+			Ttl: durationpb.New(apierr.MaxTTL)})
+		mget.Entries = append(mget.Entries, &cachev1.Entry{Key: key, Found: true, Value: make([]byte, valueBytes)})
+	}
+	set := &cachev1.SetRequest{Namespace: namespace, Key: strings.Repeat("k", keyBytes),
+		Value: make([]byte, l.MaxValueBytes), Ttl: durationpb.New(apierr.MaxTTL)}
+	for name, m := range map[string]proto.Message{"MSet request": mset, "MGet response": mget, "Set request": set} {
+		assert.LessOrEqual(t, proto.Size(m), l.messageBytes(), "the largest %s within the limits", name)
+	}
 }
 
 func TestExpiry(t *testing.T) {
