@@ -31,7 +31,8 @@ import (
 type Options struct {
 	// Limits the plugin enforces; zero fields mean the documented defaults.
 	Limits Limits
-	// Raw reads and writes the backend directly. When nil the interop checks are not run.
+	// Raw reads and writes the backend directly, for the interop checks. Required: every backend,
+	// the embedded dev one too, has a raw client, so the checks never vanish silently.
 	Raw RawBackend
 }
 
@@ -97,12 +98,11 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 		{"values at the limits are accepted", testAtLimits},
 		{"the longest ttl is kept as an expiry", testLongestTTL},
 	}
-	if opts.Raw != nil {
-		tests = append(tests,
-			testCase{"a value set through the plugin is in the backend", testInteropPluginToBackend},
-			testCase{"a value written to the backend is read through the plugin", testInteropBackendToPlugin},
-		)
-	}
+	require.NotNil(t, opts.Raw, "cachetest.Options.Raw: the interop checks need a raw client of the backend")
+	tests = append(tests,
+		testCase{"a value set through the plugin is in the backend", testInteropPluginToBackend},
+		testCase{"a value written to the backend is read through the plugin", testInteropBackendToPlugin},
+	)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

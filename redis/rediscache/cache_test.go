@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,7 +67,10 @@ func (c *redisCLI) run(ctx context.Context, stdin []byte, args ...string) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	base := []string{"--no-auth-warning", "-h", host, "-p", port, "--user", c.user, "--pass", c.password}
+	base := []string{"--no-auth-warning", "-h", host, "-p", port}
+	if c.user != "" {
+		base = append(base, "--user", c.user, "--pass", c.password)
+	}
 	if c.cluster {
 		base = append(base, "-c")
 	}
@@ -141,7 +145,12 @@ func TestConformanceInDevMode(t *testing.T) {
 	r := coretest.Start(t, rediscache.New(), coretest.Options{DevMode: true, DevDataDir: t.TempDir()})
 	r.WaitHealth(t, cacheServiceName, healthpb.HealthCheckResponse_SERVING, 15*time.Second)
 	assert.True(t, r.Logs.Contains("DEV MODE"), "dev mode is clearly logged")
-	cachetest.Run(t, r.Conn, cachetest.Options{})
+	// The embedded Redis's address is in that log line; redis-cli speaks to it without a user.
+	m := regexp.MustCompile(`"addr":"([0-9.]+:[0-9]+)"`).FindStringSubmatch(r.Logs.String())
+	require.NotNil(t, m, "the dev-mode log line gives the embedded Redis's address")
+	raw := newRedisCLI(m[1], false)
+	raw.user, raw.password = "", ""
+	cachetest.Run(t, r.Conn, cachetest.Options{Raw: raw})
 }
 
 func TestConformanceWithAutoPipelining(t *testing.T) {
@@ -153,7 +162,7 @@ func TestConformanceWithAutoPipelining(t *testing.T) {
 	t.Run("redis cluster", func(t *testing.T) {
 		addrs := testsvc.RedisClusterAddrs(t)
 		r := startRedisCache(t, addrs, "backend:\n  auto_pipeline: true\n")
-		cachetest.Run(t, r.Conn, cachetest.Options{})
+		cachetest.Run(t, r.Conn, cachetest.Options{Raw: newRedisCLI(addrs[0], true)})
 	})
 }
 
