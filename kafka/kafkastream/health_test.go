@@ -30,6 +30,7 @@ func TestHealth(t *testing.T) {
 	healthtest.Run(t, healthtest.Harness{
 		Service: streamService, Backend: testsvc.KafkaSASLBrokers(t)[0], Password: testsvc.Password,
 		Start: func(t *testing.T, addr, password, yaml string) *coretest.Running {
+			t.Helper()
 			p := kafkastream.New()
 			var d net.Dialer
 			p.SetDialer(func(ctx context.Context, network, _ string) (net.Conn, error) {

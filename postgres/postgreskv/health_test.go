@@ -37,6 +37,7 @@ func TestHealth(t *testing.T) {
 	healthtest.Run(t, healthtest.Harness{
 		Service: kvService, Backend: u.Host, Password: testsvc.Password,
 		Start: func(t *testing.T, addr, password, yaml string) *coretest.Running {
+			t.Helper()
 			return coretest.Start(t, postgreskv.New(), coretest.Options{
 				YAML: yaml, Env: map[string]string{"DATABASE_URL": withHostAndPassword(t, base, addr, password)},
 			})

@@ -19,6 +19,7 @@ func TestHealth(t *testing.T) {
 	healthtest.Run(t, healthtest.Harness{
 		Service: cacheService, Backend: testsvc.RedisAddr(t), Password: testsvc.Password,
 		Start: func(t *testing.T, addr, password, yaml string) *coretest.Running {
+			t.Helper()
 			return coretest.Start(t, rediscache.New(), coretest.Options{YAML: yaml, Env: map[string]string{
 				"REDIS_ADDRESS": addr, "REDIS_USERNAME": testsvc.User, "REDIS_PASSWORD": password,
 			}})
