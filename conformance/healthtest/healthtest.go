@@ -36,6 +36,7 @@ type Harness struct {
 
 // Run runs the suite.
 func Run(t *testing.T, h Harness) {
+	t.Helper()
 	if h.Patience == 0 {
 		h.Patience = 10 * time.Second
 	}
