@@ -46,8 +46,6 @@ type Env struct {
 	Logger *slog.Logger
 	// Metrics registers the plugin's own collectors next to core's.
 	Metrics prometheus.Registerer
-	// DevMode is true when the plugin runs with --dev (embedded backend).
-	DevMode bool
 	// Draining is closed when the server starts draining, so long-lived streams can end cleanly.
 	Draining <-chan struct{}
 }

@@ -140,7 +140,7 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		s.logger().Warn("DEV MODE: serving from an embedded backend; not for production", "backend", s.info.Backend, "data_dir", opts.DevDataDir)
 	}
 	s.metrics = newServerMetrics(s.registry, s.info)
-	env := Env{Logger: s.logger(), Metrics: s.registry, DevMode: opts.DevMode, Draining: s.drainCh}
+	env := Env{Logger: s.logger(), Metrics: s.registry, Draining: s.drainCh}
 	if err := p.Initialize(ctx, cfg, env); err != nil {
 		return nil, fmt.Errorf("initialize %s plugin: %w", s.info.Name, err)
 	}
