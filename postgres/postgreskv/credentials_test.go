@@ -900,3 +900,20 @@ func TestVaultOutageServesOnCachedCredentialsThenRecovers(t *testing.T) {
 	t.Logf("recovered with new credentials (serial %d) %s after OpenBao came back", creds.serial(), time.Since(restarted).Round(100*time.Millisecond))
 	assertNoSecrets(t, r.Logs.String(), cached.Password.Reveal(), fresh.Password.Reveal(), bao.token)
 }
+
+// TestCredentialsChangeOnReloadNeedsARestart: a new credentials block is reported as
+// restart-required and the running source stays in use.
+func TestCredentialsChangeOnReloadNeedsARestart(t *testing.T) {
+	t.Parallel()
+	db := newDatabase(t)
+	r := startPlugin(t, db, "")
+	path := filepath.Join(t.TempDir(), "password")
+	require.NoError(t, os.WriteFile(path, []byte(testsvc.Password), 0o600))
+	r.WriteConfig(t, "backend:\n  credentials:\n    source: file\n    file:\n      path: "+path+"\n")
+	res, err := pluginv1.NewPluginServiceClient(r.Conn).Reload(t.Context(), &pluginv1.ReloadRequest{})
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"backend.credentials.source", "backend.credentials.file.path"}, res.GetRestartRequired())
+	assert.Empty(t, res.GetChanged())
+	assert.Equal(t, credentials.KindStatic, capabilities(t, r)["credentials_source"])
+	putOne(t, kv(r), "ns", "r", "k", "still static")
+}
