@@ -37,11 +37,11 @@ func TestCheckConfigShowsTheCredentialsSourceNeverItsSecrets(t *testing.T) {
 		"PRISM_BACKEND_CREDENTIALS_VAULT_AUTH_TOKEN="+token,
 		"PRISM_BACKEND_CREDENTIALS_VAULT_SECRET_KIND=database",
 	)
-	code, stdout, stderr := binarytest.Run(t, bin, env, "--check-config")
+	code, _, stderr := binarytest.Run(t, bin, env, "--check-config")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "backend.credentials.vault.secret.role: required when vault.secret.kind is database")
 
-	code, stdout, stderr = binarytest.Run(t, bin, append(env, "PRISM_BACKEND_CREDENTIALS_VAULT_SECRET_ROLE=prism-postgres"), "--check-config")
+	code, stdout, stderr := binarytest.Run(t, bin, append(env, "PRISM_BACKEND_CREDENTIALS_VAULT_SECRET_ROLE=prism-postgres"), "--check-config")
 	require.Equal(t, 0, code, stderr)
 	for _, want := range []string{"source: vault", "address: https://vault.internal:8200", "kind: database", "role: prism-postgres", "token: '[REDACTED]'"} {
 		assert.Contains(t, stdout, want)

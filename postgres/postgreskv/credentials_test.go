@@ -36,7 +36,7 @@ import (
 // with CREATEROLE); the private OpenBao of the outage test configures its engine with it.
 const (
 	vaultPGUser     = "prism_vault"
-	vaultPGPassword = "prism_vault" //nolint:gosec // the local test service's documented password
+	vaultPGPassword = "prism_vault"
 )
 
 // The statements the tests' own database roles use: the same as the shared prism-postgres role.
@@ -445,9 +445,11 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 		location string
 	}{
 		{"static from DATABASE_URL", func(t *testing.T) (string, map[string]string, []string) {
+			t.Helper()
 			return "", nil, []string{":" + testsvc.Password + "@"}
 		}, credentials.KindStatic, testsvc.User, ""},
 		{"file with JSON fields", func(t *testing.T) (string, map[string]string, []string) {
+			t.Helper()
 			path := filepath.Join(t.TempDir(), "pg.json")
 			doc, err := json.Marshal(map[string]string{"username": "prism_static", "password": staticPW})
 			require.NoError(t, err)
@@ -455,6 +457,7 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 			return "backend:\n  credentials:\n    source: file\n    file:\n      path: " + path + "\n", nil, []string{staticPW}
 		}, credentials.KindFile, "prism_static", "pg.json"},
 		{"vault KV v2 configured from the environment", func(t *testing.T) (string, map[string]string, []string) {
+			t.Helper()
 			token := pluginToken(t, admin)
 			return "", map[string]string{
 				"PRISM_BACKEND_CREDENTIALS_SOURCE":             "vault",
@@ -466,11 +469,13 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 			}, []string{staticPW, token}
 		}, credentials.KindVault, "prism_static", "secret/data/" + kvPath},
 		{"vault database dynamic role", func(t *testing.T) (string, map[string]string, []string) {
+			t.Helper()
 			token := pluginToken(t, admin)
 			return vaultYAML(vaultAddr, "method: token\n        token: "+token, "kind: database\n        role: prism-postgres"),
 				nil, []string{token}
 		}, credentials.KindVault, "", "database/creds/prism-postgres"},
 		{"vault database static role", func(t *testing.T) (string, map[string]string, []string) {
+			t.Helper()
 			token := pluginToken(t, admin)
 			return vaultYAML(vaultAddr, "method: token\n        token: "+token, "kind: database-static\n        role: prism-postgres-static"),
 				nil, []string{staticPW, token}
@@ -756,7 +761,7 @@ func (b *privateBao) url() string { return "http://" + b.addr }
 func (b *privateBao) start(t *testing.T) {
 	t.Helper()
 	b.out = &coretest.Buffer{}
-	b.cmd = exec.Command(b.bin, "server", "-dev", "-dev-listen-address="+b.addr, "-dev-root-token-id="+b.token) //nolint:gosec // the cached bao binary, test arguments
+	b.cmd = exec.Command(b.bin, "server", "-dev", "-dev-listen-address="+b.addr, "-dev-root-token-id="+b.token)
 	b.cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
 	require.NoError(t, b.cmd.Start())
