@@ -12,6 +12,7 @@ import (
 
 	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/credentials"
 )
 
 // BackendConfig is the plugin's `backend` section.
@@ -45,6 +46,10 @@ type BackendConfig struct {
 	// PageTokenKey signs page tokens. When empty, a random key is generated once and stored in
 	// the database, so every replica on the same database shares it.
 	PageTokenKey config.Secret `yaml:"page_token_key"`
+	// Credentials selects where the user, password (and optionally client certificate and key)
+	// come from: static (DatabaseURL and Password, the default), a watched file, or Vault.
+	// Host, port, database and TLS settings always come from the keys above.
+	Credentials credentials.Config `yaml:"credentials"`
 }
 
 func defaultBackend() *BackendConfig {
@@ -56,6 +61,7 @@ func defaultBackend() *BackendConfig {
 		IdempotencyRetention: 24 * time.Hour,
 		PurgeInterval:        time.Minute,
 		PurgeBatchSize:       1000,
+		Credentials:          credentials.DefaultConfig(),
 	}
 }
 
@@ -106,6 +112,9 @@ func (b *BackendConfig) Validate() error {
 	if b.PageTokenKey.IsSet() && len(b.PageTokenKey.Reveal()) < 16 {
 		errs = append(errs, errors.New("page_token_key: must be at least 16 characters"))
 	}
+	if err := b.Credentials.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -130,6 +139,20 @@ func (b *BackendConfig) poolConfig() (*pgxpool.Config, error) {
 		pc.ConnConfig.Fallbacks = nil
 	}
 	return pc, nil
+}
+
+// staticCredentials are the user and password the URL and backend.password give: the static
+// source's values, and the username a file or KV secret that holds only a password falls back to.
+func (b *BackendConfig) staticCredentials() (credentials.Credentials, error) {
+	pc, err := pgxpool.ParseConfig(b.DatabaseURL.Reveal())
+	if err != nil {
+		return credentials.Credentials{}, errors.New("backend.database_url: not a valid PostgreSQL URL or DSN")
+	}
+	creds := credentials.Credentials{Username: pc.ConnConfig.User, Password: config.Secret(pc.ConnConfig.Password)}
+	if b.Password.IsSet() {
+		creds.Password = b.Password
+	}
+	return creds, nil
 }
 
 // tlsConfig builds the client TLS configuration for ssl_mode and the tls_* files.

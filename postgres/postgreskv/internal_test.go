@@ -93,6 +93,11 @@ func TestConfigValidation(t *testing.T) {
 		{"tls files without a mode", func(b *BackendConfig) { b.TLSCAFile = "ca.pem" }, nil, "ssl_mode: required"},
 		{"retention under a second", func(b *BackendConfig) { b.IdempotencyRetention = time.Millisecond }, nil, "idempotency_retention"},
 		{"short page token key", func(b *BackendConfig) { b.PageTokenKey = "short" }, nil, "page_token_key"},
+		{"unknown credentials source", func(b *BackendConfig) { b.Credentials.Source = "env" }, nil, "credentials.source: must be static, file or vault"},
+		{"file credentials without a path", func(b *BackendConfig) { b.Credentials.Source = "file" }, nil, "credentials.file.path: required"},
+		{"vault database credentials without a role", func(b *BackendConfig) {
+			b.Credentials.Source, b.Credentials.Vault.Secret.Kind = "vault", "database"
+		}, nil, "credentials.vault.secret.role: required"},
 		{"bad namespace pattern", nil, func(l *LimitsConfig) { l.NamespacePattern = "([" }, "namespace_pattern"},
 		{"default page size over the max", nil, func(l *LimitsConfig) { l.DefaultPageSize = 2000 }, "default_page_size"},
 		{"request smaller than one value", nil, func(l *LimitsConfig) { l.MaxRequestBytes = 10 }, "max_request_bytes"},

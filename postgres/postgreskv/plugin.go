@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/credentials"
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
@@ -40,6 +42,10 @@ type Plugin struct {
 
 	mu   sync.RWMutex
 	pool *pgxpool.Pool
+	// creds yields the user and password of every new connection (nil in dev mode). A static
+	// source is replaced when a reload changes the URL or password; the others stay until a
+	// restart.
+	creds credentials.Source
 
 	// kv is set once the schema is migrated; until then data calls answer UNAVAILABLE.
 	kv atomic.Pointer[Store]
@@ -111,6 +117,13 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 		return err
 	}
 	p.log, p.backend = env.Logger, backend
+	if p.devDir == "" {
+		src, err := newCredentialsSource(backend, env)
+		if err != nil {
+			return err
+		}
+		p.creds = src
+	}
 	p.limits.Store(lim)
 	p.applyBackendLive(backend)
 	p.msgBytes = max(cfg.ControlPlane.MaxRecvMessageBytes, lc.messageBytes())
@@ -130,6 +143,38 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 	return nil
 }
 
+// newCredentialsSource builds the source backend.credentials selects, with the URL's user and
+// password as the static values. It is started in Start.
+func newCredentialsSource(b *BackendConfig, env core.Env) (credentials.Source, error) {
+	static, err := b.staticCredentials()
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := credentials.NewMetrics(env.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	src, err := credentials.New(b.Credentials, credentials.Options{Static: static, Log: env.Logger, Metrics: metrics})
+	if err != nil {
+		return nil, fmt.Errorf("backend.credentials: %w", err)
+	}
+	return src, nil
+}
+
+// newPool returns a pool on b's connection settings whose connections log in with src.
+func newPool(ctx context.Context, b *BackendConfig, src credentials.Source) (*pgxpool.Pool, error) {
+	pc, err := b.poolConfig()
+	if err != nil {
+		return nil, err
+	}
+	pc.BeforeConnect = credentialsHook(src)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("create postgres pool: %w", err)
+	}
+	return pool, nil
+}
+
 func (p *Plugin) applyBackendLive(b *BackendConfig) {
 	p.retention.Store(int64(b.IdempotencyRetention))
 	p.purgeEvery.Store(int64(b.PurgeInterval))
@@ -141,9 +186,10 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 	keyvaluev1.RegisterKeyValueServiceServer(s, &server{plugin: p})
 }
 
-// Start implements core.Plugin. The pool connects lazily and the schema is migrated in the
-// background (migrateLoop), so a database that is down or refuses the credentials shows up in
-// Health, not here.
+// Start implements core.Plugin. It first obtains the backend credentials and fails if it cannot
+// (a missing file, Vault unreachable or refusing): the plugin could not authenticate at all.
+// The pool connects lazily and the schema is migrated in the background (migrateLoop), so a
+// database that is down or refuses the credentials shows up in Health, not here.
 //
 // In dev mode Start opens (or creates) the SQLite database instead, and fails if it cannot.
 func (p *Plugin) Start(ctx context.Context) error {
@@ -154,13 +200,12 @@ func (p *Plugin) Start(ctx context.Context) error {
 			return err
 		}
 	} else {
-		pc, err := p.backend.poolConfig()
+		if err := p.creds.Start(ctx); err != nil {
+			return fmt.Errorf("backend credentials (%s): %w", p.creds.Describe().Kind, err)
+		}
+		pool, err := newPool(ctx, p.backend, p.creds)
 		if err != nil {
 			return err
-		}
-		pool, err := pgxpool.NewWithConfig(ctx, pc)
-		if err != nil {
-			return fmt.Errorf("create postgres pool: %w", err)
 		}
 		p.mu.Lock()
 		p.pool = pool
@@ -174,10 +219,14 @@ func (p *Plugin) Start(ctx context.Context) error {
 		p.purgeLoop(bgCtx)
 	}()
 	if p.devDir == "" {
-		p.bg.Add(1)
+		p.bg.Add(2)
 		go func() {
 			defer p.bg.Done()
 			p.migrateLoop(bgCtx)
+		}()
+		go func() {
+			defer p.bg.Done()
+			p.retireLoop(bgCtx, p.creds)
 		}()
 	}
 	return nil
@@ -226,7 +275,8 @@ func (p *Plugin) migrateLoop(ctx context.Context) {
 // errNotMigrated is what Health and data calls report until migrateLoop has finished.
 var errNotMigrated = errors.New("postgres schema migration not finished")
 
-// Health implements core.Plugin with a real round trip, migrating the schema the first time the
+// Health implements core.Plugin: usable credentials first (expired ones are NOT_SERVING with the
+// reason renewal failed), then a real round trip, migrating the schema the first time the
 // database answers. In dev mode it queries SQLite.
 func (p *Plugin) Health(ctx context.Context) error {
 	if p.devDir != "" {
@@ -235,6 +285,9 @@ func (p *Plugin) Health(ctx context.Context) error {
 			return errors.New("sqlite store not started")
 		}
 		return st.ping(ctx)
+	}
+	if err := credentials.Check(p.credentialsSource()); err != nil {
+		return err
 	}
 	pool := p.currentPool()
 	if pool == nil {
@@ -329,14 +382,21 @@ var connectionKeys = []string{
 // swapPool connects with new connection settings and, once the database answers and its schema
 // is in place, moves new calls to the new pool. Calls running on the old pool finish there; the
 // old pool closes when the last of them returns its connection.
+//
+// A static credentials source takes the new URL's user and password; file and Vault sources keep
+// supplying theirs.
 func (p *Plugin) swapPool(ctx context.Context, b *BackendConfig) error {
-	pc, err := b.poolConfig()
-	if err != nil {
-		return err
+	src := p.credentialsSource()
+	if src.Describe().Kind == credentials.KindStatic {
+		static, err := b.staticCredentials()
+		if err != nil {
+			return err
+		}
+		src = credentials.NewStatic(static)
 	}
-	pool, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), pc)
+	pool, err := newPool(context.WithoutCancel(ctx), b, src)
 	if err != nil {
-		return fmt.Errorf("backend: create postgres pool: %w", err)
+		return fmt.Errorf("backend: %w", err)
 	}
 	select {
 	case p.migrating <- struct{}{}:
@@ -354,7 +414,7 @@ func (p *Plugin) swapPool(ctx context.Context, b *BackendConfig) error {
 	}
 	p.mu.Lock()
 	old := p.pool
-	p.pool, p.backend = pool, b
+	p.pool, p.backend, p.creds = pool, b, src
 	p.mu.Unlock()
 	p.kv.Store(st)
 	if old != nil {
@@ -375,7 +435,7 @@ func (p *Plugin) swapPool(ctx context.Context, b *BackendConfig) error {
 }
 
 // Stop implements core.Plugin.
-func (p *Plugin) Stop(context.Context) error {
+func (p *Plugin) Stop(ctx context.Context) error {
 	if p.bgCancel != nil {
 		p.bgCancel()
 	}
@@ -386,6 +446,11 @@ func (p *Plugin) Stop(context.Context) error {
 	p.mu.Unlock()
 	if pool != nil {
 		pool.Close()
+	}
+	if src := p.credentialsSource(); src != nil {
+		if err := src.Stop(ctx); err != nil {
+			return fmt.Errorf("stop backend credentials: %w", err)
+		}
 	}
 	if st := p.devKV.Swap(nil); st != nil {
 		if err := st.Close(); err != nil {
@@ -399,6 +464,12 @@ func (p *Plugin) currentPool() *pgxpool.Pool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.pool
+}
+
+func (p *Plugin) credentialsSource() credentials.Source {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.creds
 }
 
 // purgeLoop deletes expired items and tokens every purge_interval, in batches of
@@ -441,6 +512,8 @@ func (p *Plugin) purge(ctx context.Context, kind string, batch func(context.Cont
 // Reconfigure implements core.Reconfigurer: limits, idempotency retention and purge settings
 // apply at once; new connection settings (URL, password, pool size, TLS files) get a new pool
 // that must reach the database before it replaces the old one, or the reload is rejected.
+// backend.credentials (which source, which file or Vault secret) takes a restart: the running
+// source keeps rotating the credentials it was started with.
 func (p *Plugin) Reconfigure(ctx context.Context, cfg *config.Config, changed []string) ([]string, error) {
 	lc, ok := cfg.Limits.(*LimitsConfig)
 	if !ok {
@@ -472,7 +545,7 @@ func (p *Plugin) Reconfigure(ctx context.Context, cfg *config.Config, changed []
 			if tooBig {
 				restart = append(restart, path)
 			}
-		case !slices.Contains(live, path):
+		case strings.HasPrefix(path, "backend.credentials."), !slices.Contains(live, path):
 			restart = append(restart, path)
 		}
 	}
@@ -507,6 +580,9 @@ func (p *Plugin) Capabilities() map[string]string {
 		// GetInfo's backend field comes from Info before EnableDevMode, so say it here too.
 		caps["backend"] = devBackend
 		caps["schema_version"] = strconv.Itoa(devSchemaVersion())
+	}
+	if src := p.credentialsSource(); src != nil {
+		maps.Copy(caps, src.Describe().Capabilities())
 	}
 	if l != nil {
 		caps["max_value_bytes"] = strconv.Itoa(l.MaxValueBytes)
