@@ -295,11 +295,22 @@ func (v *Vault) renewLease(ctx context.Context, now time.Time) error {
 	v.h.updateExpiry(expiry)
 	v.metrics.renewed(KindVault)
 	v.metrics.setExpiry(KindVault, cur)
-	v.renewAt = now.Add(ttl * 2 / 3)
-	if latest := expiry.Add(-v.cfg.RenewMargin); latest.Before(v.renewAt) {
-		v.renewAt = latest
-	}
+	v.renewAt = renewTime(now, ttl, v.cfg.RenewMargin)
 	return nil
+}
+
+// renewTime is when to act on a lease of ttl from now: at 2/3 of it, or earlier to keep margin
+// before its end — but never before 1/3 of it, so that a margin as long as the lease (renew_margin
+// 10s on a 10s role) cannot turn into issuing credentials in a loop.
+func renewTime(now time.Time, ttl, margin time.Duration) time.Time {
+	at := now.Add(ttl * 2 / 3)
+	if latest := now.Add(ttl - margin); latest.Before(at) {
+		at = latest
+	}
+	if earliest := now.Add(ttl / 3); at.Before(earliest) {
+		at = earliest
+	}
+	return at
 }
 
 // fetch reads the secret and stores the credentials it holds.
@@ -332,10 +343,7 @@ func (v *Vault) fetch(ctx context.Context) error {
 			ttl := time.Duration(secret.LeaseDuration) * time.Second
 			creds.Expiry = now.Add(ttl)
 			v.leaseID, v.leaseRenew = secret.LeaseID, secret.Renewable
-			v.renewAt = now.Add(ttl * 2 / 3)
-			if latest := creds.Expiry.Add(-v.cfg.RenewMargin); latest.Before(v.renewAt) {
-				v.renewAt = latest
-			}
+			v.renewAt = renewTime(now, ttl, v.cfg.RenewMargin)
 		} else {
 			// The password changes at the next rotation: re-read right after it.
 			var ttl int64

@@ -121,6 +121,38 @@ func TestVaultDatabaseDynamicCredentialsRenewAndReissue(t *testing.T) {
 	assertNoSecrets(t, &logs, first.Password.Reveal(), second.Password.Reveal(), secretID)
 }
 
+// A renew margin as long as the role's lease (the default 10s margin on a 10s role) must not
+// make the source issue credentials in a loop: it acts at a third of each lease at the earliest.
+func TestVaultMarginLongerThanTheLeaseDoesNotReissueInALoop(t *testing.T) {
+	admin := adminClient(t)
+	role := fmt.Sprintf("prism-test-%d", time.Now().UnixNano())
+	_, err := admin.Logical().WriteWithContext(t.Context(), "database/roles/"+role, map[string]any{
+		"db_name": "prism-postgres", "default_ttl": "3s", "max_ttl": "60s",
+		"creation_statements":   `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE prism;`,
+		"revocation_statements": `DROP ROLE IF EXISTS "{{name}}";`,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.Logical().Delete("database/roles/" + role) })
+	cfg := credentials.DefaultConfig().Vault
+	cfg.Auth = credentials.VaultAuthConfig{Method: "token", Token: config.Secret(testsvc.VaultToken())}
+	cfg.Secret = credentials.VaultSecretConfig{Kind: "database", Mount: "database", Role: role, PollInterval: time.Second}
+	cfg.RenewMargin = 10 * time.Second // longer than the 3s lease
+	var logs coretest.Buffer
+	src, metrics := startVault(t, cfg, &logs)
+	first, err := src.Current()
+	require.NoError(t, err)
+
+	time.Sleep(4 * time.Second)
+	last, err := src.Current()
+	require.NoError(t, err, "the credentials stay valid")
+	issued := last.Serial - first.Serial
+	t.Logf("margin 10s on a 3s lease: %d new credentials and %v renewals in 4s", issued,
+		testutil.ToFloat64(metrics.Renewals(credentials.KindVault)))
+	// At a third of each 3s lease at the earliest: at most 4 in 4s (a loop made one per tick).
+	assert.LessOrEqual(t, issued, uint64(4))
+	assert.Positive(t, issued, "credentials are still replaced before they expire")
+}
+
 func appRole(t *testing.T, admin *vault.Client) (roleID, secretIDFile, secretID string) {
 	t.Helper()
 	r, err := admin.Logical().ReadWithContext(t.Context(), "auth/approle/role/prism-plugins/role-id")
