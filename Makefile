@@ -120,7 +120,8 @@ vet: ## gofmt and go vet
 fmt: ## Format all Go code
 	gofmt -w $$(git ls-files '*.go')
 
-lint: vet ## vet + buf lint + golangci-lint + the full generated-code check (compiles buf)
+lint: vet ## vet + shellcheck + buf lint + golangci-lint + the full generated-code check (compiles buf)
+	bash scripts/shellcheck.sh
 	bash scripts/buf-lint.sh
 	$(GO) test -count=1 -tags regen -run TestGeneratedCodeIsCurrent ./gen/
 	$(TOOL) golangci-lint run ./...
