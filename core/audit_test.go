@@ -23,7 +23,7 @@ import (
 // countLines counts the lines in a file.
 func countLines(t *testing.T, path string) int {
 	t.Helper()
-	data, err := os.ReadFile(path) //nolint:gosec // a test file
+	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	return strings.Count(string(data), "\n")
 }
@@ -47,6 +47,9 @@ func TestReloadReopensTheAuditFileForLogrotate(t *testing.T) {
 	_, err = os.Stat(path)
 	require.NoError(t, err, "the reload opened a new file at the configured path")
 	get(2)
+	_, metrics := httpGet(t, r.MetricsURL+"/metrics")
+	assert.Contains(t, metrics, "prism_audit_lines_dropped_total 0", "no line was lost across the reload")
+	assert.Contains(t, metrics, "prism_audit_write_errors_total 0")
 	require.NoError(t, r.Stop(), "stopping writes what the sink still holds")
 
 	assert.Equal(t, 3, countLines(t, rotated), "the calls before the reload are in the rotated file")

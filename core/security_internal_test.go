@@ -103,7 +103,7 @@ func auditServer(t *testing.T, policies []config.PolicyConfig) (*Server, func() 
 	return s, func() []map[string]any {
 		t.Helper()
 		require.NoError(t, s.sec.Load().audit.Close())
-		data, err := os.ReadFile(path) //nolint:gosec // a test file
+		data, err := os.ReadFile(path)
 		require.NoError(t, err)
 		var lines []map[string]any
 		for _, raw := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {

@@ -109,8 +109,9 @@ type Sink struct {
 	stop chan struct{}
 	done chan struct{}
 
-	// Owned by the writer goroutine.
-	spare []byte
+	// Owned by the writer goroutine; closeErr is read once done is closed.
+	spare    []byte
+	closeErr error
 }
 
 // Open opens the configured output; nil (no audit) when the audit log is disabled.
@@ -197,7 +198,8 @@ func (s *Sink) enqueue(line []byte) {
 	}
 }
 
-// run writes the buffer out on every tick, when woken, and a last time when stopped.
+// run writes the buffer out on every tick, when woken, and a last time when stopped; then it
+// closes the output, so a file is closed even when Close stopped waiting for a stuck write.
 func (s *Sink) run() {
 	defer close(s.done)
 	tick := time.NewTicker(s.opts.FlushInterval)
@@ -208,6 +210,11 @@ func (s *Sink) run() {
 		case <-s.wake:
 		case <-s.stop:
 			s.flush()
+			if s.closer != nil {
+				if err := s.closer.Close(); err != nil {
+					s.closeErr = fmt.Errorf("close audit log %s: %w", s.name, err)
+				}
+			}
 			return
 		}
 		s.flush()
@@ -279,16 +286,12 @@ func (s *Sink) CloseInto(next *Sink) error {
 	s.closed, s.next = true, next
 	s.mu.Unlock()
 	close(s.stop)
+	timeout := time.NewTimer(s.opts.CloseTimeout)
+	defer timeout.Stop()
 	select {
 	case <-s.done:
-	case <-time.After(s.opts.CloseTimeout):
+		return s.closeErr
+	case <-timeout.C:
 		return fmt.Errorf("close %s: %w", s.name, errCloseTimeout)
 	}
-	if s.closer == nil {
-		return nil
-	}
-	if err := s.closer.Close(); err != nil {
-		return fmt.Errorf("close audit log %s: %w", s.name, err)
-	}
-	return nil
 }

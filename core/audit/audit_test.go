@@ -157,7 +157,7 @@ func TestCount(t *testing.T) {
 // readLines returns the lines of a file, each checked to be one whole JSON object.
 func readLines(t *testing.T, path string) []map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(path) //nolint:gosec // a test file
+	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	var lines []map[string]any
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -224,7 +224,7 @@ func TestLinesAreWrittenWithinTheFlushInterval(t *testing.T) {
 	t.Cleanup(func() { _ = s.Close() })
 	s.Write(event("one"))
 	require.Eventually(t, func() bool {
-		data, _ := os.ReadFile(path) //nolint:gosec // a test file
+		data, _ := os.ReadFile(path)
 		return bytes.Contains(data, []byte(`"request_id":"one"`))
 	}, 10*time.Second, 10*time.Millisecond, "the line reached the file without Close")
 }

@@ -162,11 +162,25 @@ func TestWritesToAPipeEndAtLineEndsWithinTheAtomicSize(t *testing.T) {
 	assert.Equal(t, 200, total)
 }
 
-func TestCloseGivesUpOnAStuckOutput(t *testing.T) {
+// closeRecorder reports when the sink closes its output.
+type closeRecorder struct{ closed chan struct{} }
+
+func (c closeRecorder) Close() error {
+	close(c.closed)
+	return nil
+}
+
+func TestCloseGivesUpOnAStuckOutputWhichIsClosedOnceItMoves(t *testing.T) {
 	w := newStuckWriter()
-	t.Cleanup(func() { close(w.release) })
-	s := newSink(w, nil, "stuck", 0, Options{FlushInterval: time.Hour, CloseTimeout: 50 * time.Millisecond})
+	c := closeRecorder{closed: make(chan struct{})}
+	s := newSink(w, c, "stuck", 0, Options{FlushInterval: time.Hour, CloseTimeout: 50 * time.Millisecond})
 	s.Write(testEvent("x"))
-	err := s.Close()
-	require.ErrorIs(t, err, errCloseTimeout, "shutdown is not held up by an output that never drains")
+	require.ErrorIs(t, s.Close(), errCloseTimeout, "shutdown is not held up by an output that never drains")
+	close(w.release)
+	select {
+	case <-c.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the output was never closed")
+	}
+	assert.Equal(t, 1, w.lines(), "the last line was written once the output moved")
 }
