@@ -159,12 +159,12 @@ const requestIDHeader = "x-request-id"
 // maxRequestIDLen bounds a caller's request id; a longer one is replaced by a generated one.
 const maxRequestIDLen = 128
 
-// requestID is the caller's x-request-id, else a new random one (generated reports which).
-func requestID(ctx context.Context) (id string, generated bool) {
+// requestID is the caller's x-request-id, else a new random one.
+func requestID(ctx context.Context) string {
 	if v := metadata.ValueFromIncomingContext(ctx, requestIDHeader); len(v) > 0 && v[0] != "" && len(v[0]) <= maxRequestIDLen {
-		return v[0], false
+		return v[0]
 	}
-	return newRequestID(), true
+	return newRequestID()
 }
 
 // newRequestID is 128 random bits in hex. It correlates log lines and is no secret, so it comes
@@ -195,7 +195,7 @@ func (s *Server) securityUnary(ctx context.Context, req any, info *grpc.UnarySer
 	var ev audit.Event
 	if sec.audit != nil {
 		// Through a local: escape analysis is per variable, and ev must stay on the stack.
-		rid, _ := requestID(ctx)
+		rid := requestID(ctx)
 		returnRequestID(ctx, rid)
 		ev.RequestID = rid
 	}
@@ -241,7 +241,7 @@ func (s *Server) securityStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	as.ev.Method = info.FullMethod
 	p, _ := peer.FromContext(ctx)
 	if sec.audit != nil {
-		as.ev.RequestID, _ = requestID(ctx)
+		as.ev.RequestID = requestID(ctx)
 		if p != nil {
 			as.ev.Peer = audit.PeerOf(p.Addr)
 		}
