@@ -3,15 +3,15 @@ package core
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
+	"math/rand/v2"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -35,9 +35,9 @@ type security struct {
 	getInfoAdmin bool
 }
 
-// buildSecurity compiles policies, reads the JWKS file and opens the audit sink. reuse, when its
-// audit settings are the same, lends its sink instead of opening a new one.
-func buildSecurity(cfg config.AuthConfig, reuse *security) (*security, error) {
+// buildSecurity compiles policies, reads the JWKS file and opens the audit sink with opts. reuse,
+// when its audit settings are the same, lends its sink instead of opening a new one.
+func buildSecurity(cfg config.AuthConfig, reuse *security, opts audit.Options) (*security, error) {
 	policies, err := auth.Compile(cfg.Policies)
 	if err != nil {
 		return nil, err
@@ -54,10 +54,30 @@ func buildSecurity(cfg config.AuthConfig, reuse *security) (*security, error) {
 		sec.audit = reuse.audit
 		return sec, nil
 	}
-	if sec.audit, err = audit.Open(cfg.Audit); err != nil {
+	if sec.audit, err = audit.Open(cfg.Audit, opts); err != nil {
 		return nil, err
 	}
 	return sec, nil
+}
+
+// auditOptions are the settings of every audit sink the server opens: one Stats for all of them,
+// and the server's log for write errors and dropped lines.
+func (s *Server) auditOptions() audit.Options {
+	return audit.Options{Stats: &s.auditStats, Log: s.logger().With("component", "audit")}
+}
+
+// registerAuditMetrics exports the audit sinks' losses.
+func (s *Server) registerAuditMetrics() {
+	s.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "prism_audit_lines_dropped_total",
+			Help: "Audit lines lost: the audit output fell behind (buffer full), a write failed, or the line came after shutdown.",
+		}, func() float64 { return float64(s.auditStats.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "prism_audit_write_errors_total",
+			Help: "Writes to the audit output that failed.",
+		}, func() float64 { return float64(s.auditStats.WriteErrors()) }),
+	)
 }
 
 // securityFiles are the files whose contents a generation was built from, to watch.
@@ -87,10 +107,11 @@ func (sec *security) open(fullMethod string) bool {
 }
 
 // authenticate names the caller: a valid bearer token's subject, else the client certificate's
-// identity, else anonymous. Anonymous callers are refused once policies exist.
-func (sec *security) authenticate(ctx context.Context) (auth.Identity, error) {
+// identity, else anonymous. Anonymous callers are refused once policies exist. p is the call's
+// peer, nil when there is none.
+func (sec *security) authenticate(ctx context.Context, p *peer.Peer) (auth.Identity, error) {
 	id := auth.Identity{Name: auth.Anonymous, Source: auth.SourceAnonymous}
-	if p, ok := peer.FromContext(ctx); ok {
+	if p != nil {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
 			id = auth.FromCertificate(ti.State.PeerCertificates[0])
 		}
@@ -132,29 +153,35 @@ func (sec *security) authorize(id auth.Identity, fullMethod string, msg any, buf
 	return targets, noun, sec.policies.Authorize(id.Name, method, auth.OpOf(method), noun, targets)
 }
 
-// requestIDs are made from a per-process random prefix and a counter: unique, and cheap.
-var (
-	requestIDPrefix = func() string {
-		var b [6]byte
-		_, _ = rand.Read(b[:])
-		return hex.EncodeToString(b[:]) + "-"
-	}()
-	requestIDCounter atomic.Uint64
-)
+// requestIDHeader is the metadata key of the request id, in calls and in response headers.
+const requestIDHeader = "x-request-id"
 
-// requestID is the caller's x-request-id, else a new one.
+// maxRequestIDLen bounds a caller's request id; a longer one is replaced by a generated one.
+const maxRequestIDLen = 128
+
+// requestID is the caller's x-request-id, else a new random one.
 func requestID(ctx context.Context) string {
-	if v := metadata.ValueFromIncomingContext(ctx, "x-request-id"); len(v) > 0 && v[0] != "" && len(v[0]) <= 128 {
+	if v := metadata.ValueFromIncomingContext(ctx, requestIDHeader); len(v) > 0 && v[0] != "" && len(v[0]) <= maxRequestIDLen {
 		return v[0]
 	}
-	return requestIDPrefix + strconv.FormatUint(requestIDCounter.Add(1), 16)
+	return newRequestID()
 }
 
-func peerAddr(ctx context.Context) string {
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		return p.Addr.String()
-	}
-	return ""
+// newRequestID is 128 random bits in hex. It correlates log lines and is no secret, so it comes
+// from the runtime's fast per-thread generator rather than crypto/rand.
+func newRequestID() string {
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], rand.Uint64()) //nolint:gosec // a correlation id, not a secret
+	binary.BigEndian.PutUint64(raw[8:], rand.Uint64()) //nolint:gosec // a correlation id, not a secret
+	var b [32]byte
+	hex.Encode(b[:], raw[:])
+	return string(b[:])
+}
+
+// returnRequestID sends the request id back in the response header. The caller's own id is
+// echoed too, so a client can rely on the header whoever made the id.
+func returnRequestID(ctx context.Context, id string) {
+	_ = grpc.SetHeader(ctx, metadata.MD{requestIDHeader: []string{id}})
 }
 
 // securityUnary authenticates, authorizes and audits a unary call before the handler (and so
@@ -167,11 +194,14 @@ func (s *Server) securityUnary(ctx context.Context, req any, info *grpc.UnarySer
 	start := time.Now()
 	var ev audit.Event
 	if sec.audit != nil {
-		ev.RequestID = requestID(ctx)
-		_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", ev.RequestID))
+		// Through a local: escape analysis is per variable, and ev must stay on the stack.
+		rid := requestID(ctx)
+		returnRequestID(ctx, rid)
+		ev.RequestID = rid
 	}
+	p, _ := peer.FromContext(ctx)
 	var buf [4]string
-	id, err := sec.authenticate(ctx)
+	id, err := sec.authenticate(ctx, p)
 	var targets []string
 	if err == nil {
 		targets, ev.Noun, err = sec.authorize(id, info.FullMethod, req, buf[:0])
@@ -181,11 +211,15 @@ func (s *Server) securityUnary(ctx context.Context, req any, info *grpc.UnarySer
 		resp, err = handler(ctx, req)
 	}
 	if sec.audit != nil {
-		ev.Time, ev.Kind, ev.Method = start, "call", info.FullMethod
-		ev.Identity, ev.Source, ev.Peer, ev.Targets = id.Name, string(id.Source), peerAddr(ctx), targets
+		ev.Time, ev.Kind, ev.Method = start, audit.KindCall, info.FullMethod
+		ev.Identity, ev.Source, ev.Targets = id.Name, string(id.Source), targets
+		if p != nil {
+			ev.Peer = audit.PeerOf(p.Addr)
+		}
 		ev.RequestItems, ev.ResponseItems = audit.Count(req), audit.Count(resp)
-		ev.Code, ev.Duration = apierr.Code(err).String(), time.Since(start)
-		if apierr.Code(err) == apierrUnauthenticated || apierr.Code(err) == apierrDenied {
+		code := apierr.Code(err)
+		ev.Code, ev.Duration = code.String(), time.Since(start)
+		if code == codes.Unauthenticated || code == codes.PermissionDenied {
 			ev.Error = err.Error()
 		}
 		// The current sink: a Reload may have reopened the file while this call ran.
@@ -205,13 +239,16 @@ func (s *Server) securityStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	start := time.Now()
 	as := &auditedStream{ServerStream: ss, sec: sec, method: info.FullMethod}
 	as.ev.Method = info.FullMethod
+	p, _ := peer.FromContext(ctx)
 	if sec.audit != nil {
 		as.ev.RequestID = requestID(ctx)
-		as.ev.Peer = peerAddr(ctx)
-		_ = ss.SetHeader(metadata.Pairs("x-request-id", as.ev.RequestID))
+		if p != nil {
+			as.ev.Peer = audit.PeerOf(p.Addr)
+		}
+		_ = ss.SetHeader(metadata.MD{requestIDHeader: []string{as.ev.RequestID}})
 	}
 	var err error
-	as.id, err = sec.authenticate(ctx)
+	as.id, err = sec.authenticate(ctx, p)
 	if err == nil {
 		err = handler(srv, as)
 		// A handler's reader goroutine may still be in RecvMsg after the handler returned.
@@ -225,10 +262,11 @@ func (s *Server) securityStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 		as.mu.Lock()
 		ev := as.ev
 		as.mu.Unlock()
-		ev.Time, ev.Kind = start, "stream_end"
+		ev.Time, ev.Kind = start, audit.KindStreamEnd
 		ev.Identity, ev.Source = as.id.Name, string(as.id.Source)
-		ev.Code, ev.Duration = apierr.Code(err).String(), time.Since(start)
-		if c := apierr.Code(err); c == apierrUnauthenticated || c == apierrDenied {
+		code := apierr.Code(err)
+		ev.Code, ev.Duration = code.String(), time.Since(start)
+		if code == codes.Unauthenticated || code == codes.PermissionDenied {
 			ev.Error = err.Error()
 		}
 		s.sec.Load().audit.Write(&ev)
@@ -248,6 +286,7 @@ type auditedStream struct {
 	ev      audit.Event
 	started bool
 	denied  error
+	buf     [4]string // the targets of the message being checked
 }
 
 func (a *auditedStream) RecvMsg(m any) error {
@@ -257,7 +296,7 @@ func (a *auditedStream) RecvMsg(m any) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ev.RequestMessages++
-	targets, noun, err := a.sec.authorize(a.id, a.method, m, nil)
+	targets, noun, err := a.sec.authorize(a.id, a.method, m, a.buf[:0])
 	if len(targets) > 0 || (err != nil && a.ev.Targets == nil) {
 		a.ev.Noun = noun
 		a.ev.Targets = appendNew(a.ev.Targets, targets)
@@ -271,7 +310,7 @@ func (a *auditedStream) RecvMsg(m any) error {
 		if !a.started {
 			a.started = true
 			ev := a.ev
-			ev.Time, ev.Kind = time.Now(), "stream_start"
+			ev.Time, ev.Kind = time.Now(), audit.KindStreamStart
 			ev.Identity, ev.Source = a.id.Name, string(a.id.Source)
 			a.sec.audit.Write(&ev)
 		}
@@ -306,8 +345,3 @@ func appendNew(have, add []string) []string {
 	}
 	return have
 }
-
-const (
-	apierrUnauthenticated = codes.Unauthenticated
-	apierrDenied          = codes.PermissionDenied
-)

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/prism-gateway/plugins/core/apierr"
+	"github.com/prism-gateway/plugins/core/audit"
 	"github.com/prism-gateway/plugins/core/config"
 	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
 )
@@ -61,6 +62,8 @@ type Server struct {
 	metrics  *serverMetrics
 	tls      *tlsReloader
 	sec      atomic.Pointer[security]
+	// auditStats counts lost audit lines across the sinks that reloads open.
+	auditStats audit.Stats
 
 	filesWatch  *fileWatcher // certificate, CA and JWKS files
 	configWatch *fileWatcher // the config file, with plugin.watch_config
@@ -96,8 +99,8 @@ type Server struct {
 }
 
 // New loads configuration (unless given), initializes the plugin, and opens both listeners, so
-// Addr is known before Serve.
-func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
+// Addr is known before Serve. When it fails, what it opened (listeners, the audit file) is closed.
+func New(ctx context.Context, p Plugin, opts Options) (_ *Server, err error) {
 	s := &Server{
 		plugin:     p,
 		info:       p.Info(),
@@ -113,7 +116,6 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 	s.streamsCtx, s.cancelStreams = context.WithCancel(context.Background())
 	cfg := opts.Config
 	if cfg == nil {
-		var err error
 		if cfg, err = config.Load(s.schema, opts.Source); err != nil {
 			return nil, err
 		}
@@ -140,6 +142,7 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		s.logger().Warn("DEV MODE: serving from an embedded backend; not for production", "backend", s.info.Backend, "data_dir", opts.DevDataDir)
 	}
 	s.metrics = newServerMetrics(s.registry, s.info)
+	s.registerAuditMetrics()
 	env := Env{Logger: s.logger(), Metrics: s.registry, Draining: s.drainCh}
 	if err := p.Initialize(ctx, cfg, env); err != nil {
 		return nil, fmt.Errorf("initialize %s plugin: %w", s.info.Name, err)
@@ -168,11 +171,16 @@ func New(ctx context.Context, p Plugin, opts Options) (*Server, error) {
 		s.tls = reloader
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(reloader.serverConfig())))
 	}
-	sec, err := buildSecurity(cfg.Auth, nil)
+	sec, err := buildSecurity(cfg.Auth, nil, s.auditOptions())
 	if err != nil {
 		return nil, err
 	}
 	s.sec.Store(sec)
+	defer func() {
+		if err != nil {
+			_ = sec.audit.Close()
+		}
+	}()
 	if sec.policies.Enabled() && (!cfg.TLS.Enabled || cfg.TLS.ClientAuth != "require") && !cfg.Auth.JWT.Enabled {
 		s.logger().Warn("auth.policies are set but nothing can authenticate callers (no mTLS, no auth.jwt): every data call will be refused as UNAUTHENTICATED")
 	}
@@ -366,7 +374,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.httpListener.Close()
 		}
 		s.stopErr = s.plugin.Stop(stopCtx)
-		_ = s.sec.Load().audit.Close()
+		if err := s.sec.Load().audit.Close(); err != nil {
+			s.logger().Error("closing the audit sink", "error", err)
+		}
 		s.logger().Info("plugin stopped", "cut_off_calls", remaining)
 	})
 	return s.stopErr
@@ -500,7 +510,7 @@ func (s *Server) apply(ctx context.Context, next *config.Config, reopenAudit boo
 	if reopenAudit {
 		reuse = nil
 	}
-	secNext, err := buildSecurity(next.Auth, reuse)
+	secNext, err := buildSecurity(next.Auth, reuse, s.auditOptions())
 	if err != nil {
 		return ReloadResult{}, s.rejectReload(err)
 	}
@@ -557,7 +567,10 @@ func (s *Server) apply(ctx context.Context, next *config.Config, reopenAudit boo
 	}
 	s.sec.Store(secNext)
 	if oldSec.audit != secNext.audit {
-		_ = oldSec.audit.Close()
+		// Calls that began before the swap hand their lines on to the new sink.
+		if err := oldSec.audit.CloseInto(secNext.audit); err != nil {
+			s.logger().Error("closing the previous audit sink", "error", err)
+		}
 	}
 	s.scrub.update(next.Secrets())
 	s.level.Set(levelOf(next.Log.Level))

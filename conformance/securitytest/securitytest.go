@@ -49,6 +49,9 @@ type Backend struct {
 	Read  func(ctx context.Context, conn grpc.ClientConnInterface, namespace, key string, opts ...grpc.CallOption) error
 	// Stored looks at the backend directly: is anything stored under key in namespace?
 	Stored func(tb testing.TB, namespace, key string) bool
+	// Exists looks at the backend directly: does it hold anything at all for namespace (for a
+	// Stream: does the topic exist)? The suite asks it about a name nobody created.
+	Exists func(tb testing.TB, namespace string) bool
 	// Subscribe opens a Subscribe over topics and returns the stream's first error (Stream only).
 	Subscribe func(ctx context.Context, conn grpc.ClientConnInterface, topics []string) error
 	// Conformance runs the plugin's own conformance suite over conn.
@@ -207,6 +210,7 @@ func Run(t *testing.T, b Backend) {
 		key := newKey()
 		require.NoError(t, b.Write(ctx, writer, nsA, key, secretValue))
 		assert.True(t, b.Stored(t, nsA, key))
+		assert.True(t, b.Exists(t, nsA), "the backend-side checks see what an allowed call stored")
 		require.NoError(t, b.Read(ctx, writer, nsA, key))
 	})
 
@@ -259,6 +263,30 @@ func Run(t *testing.T, b Backend) {
 		}
 	})
 
+	t.Run("denied and unauthenticated calls to a namespace nobody created leave no trace in the backend", func(t *testing.T) {
+		nsD := unique("secd") // matches no policy, and is never created
+		bad := p.token(t, p.wrongSigner, audience, time.Now().Add(time.Hour))
+		for name, call := range map[string]func() (codes.Code, error){
+			"write by the SPIFFE writer": func() (codes.Code, error) {
+				return codes.PermissionDenied, b.Write(ctx, writer, nsD, newKey(), secretValue)
+			},
+			"write by the CN reader": func() (codes.Code, error) {
+				return codes.PermissionDenied, b.Write(ctx, reader, nsD, newKey(), secretValue)
+			},
+			"write with a bad token": func() (codes.Code, error) {
+				return codes.Unauthenticated, b.Write(bearer(ctx, bad), reader, nsD, newKey(), secretValue)
+			},
+			"read by the CN reader": func() (codes.Code, error) { return codes.PermissionDenied, b.Read(ctx, reader, nsD, newKey()) },
+		} {
+			want, err := call()
+			assert.Equal(t, want, code(err), "%s: %v", name, err)
+		}
+		if b.Subscribe != nil {
+			assert.Equal(t, codes.PermissionDenied, code(b.Subscribe(ctx, reader, []string{nsD})))
+		}
+		assert.False(t, b.Exists(t, nsD), "the backend has nothing for %s", nsD)
+	})
+
 	if b.Subscribe != nil {
 		t.Run("a multi-topic Subscribe needs every topic granted", func(t *testing.T) {
 			err := b.Subscribe(ctx, reader, []string{nsA, nsC})
@@ -283,7 +311,9 @@ func Run(t *testing.T, b Backend) {
 		_, err := pluginv1.NewPluginServiceClient(admin).Reload(ctx, &pluginv1.ReloadRequest{})
 		require.Equal(t, codes.FailedPrecondition, code(err), "%v", err)
 		assert.Contains(t, status.Convert(err).Message(), "wirte")
-		assert.Equal(t, codes.PermissionDenied, code(b.Write(ctx, reader, nsA, newKey(), secretValue)))
+		denied := newKey()
+		assert.Equal(t, codes.PermissionDenied, code(b.Write(ctx, reader, nsA, denied, secretValue)))
+		assert.False(t, b.Stored(t, nsA, denied), "the old policy still keeps the write from the backend")
 		require.NoError(t, b.Read(ctx, reader, nsA, newKey()))
 		r.WriteConfig(t, p.config(policiesFor(nsB)))
 	})
@@ -333,27 +363,23 @@ func Run(t *testing.T, b Backend) {
 		require.NoError(t, b.Read(rctx, reader, nsA, newKey(), grpc.Header(&header)))
 		assert.Equal(t, []string{"req-from-client-1"}, header.Get("x-request-id"))
 		require.NoError(t, b.Read(ctx, reader, nsA, newKey(), grpc.Header(&header)))
-		assert.NotEmpty(t, header.Get("x-request-id"), "a generated request id is returned")
 
-		data, err := os.ReadFile(p.auditFile)
-		require.NoError(t, err)
-		for _, k := range append(keys, secretValue) {
-			assert.NotContains(t, string(data), k)
-		}
+		generated := header.Get("x-request-id")
+		require.NotEmpty(t, generated, "a generated request id is returned")
+		// The sink writes in the background, within its flush interval after a call.
+		var data []byte
+		require.Eventually(t, func() bool {
+			var err error
+			data, err = os.ReadFile(p.auditFile)
+			return err == nil && bytes.Contains(data, []byte(`"request_id":"req-from-client-1"`)) &&
+				bytes.Contains(data, []byte(`"request_id":"`+generated[0]+`"`))
+		}, 10*time.Second, 50*time.Millisecond, "the audit lines of the last calls reach the file")
 		var lines []map[string]any
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		for sc.Scan() {
 			var line map[string]any
 			require.NoError(t, json.Unmarshal(sc.Bytes(), &line), sc.Text())
 			lines = append(lines, line)
-			for _, field := range []string{"time", "event", "request_id", "identity", "peer", "method"} {
-				assert.NotEmpty(t, line[field], "%s missing in %s", field, sc.Text())
-			}
-			if line["event"] != "stream_start" {
-				for _, field := range []string{"code", "duration_us", "request_items", "response_items"} {
-					assert.Contains(t, line, field, sc.Text())
-				}
-			}
 		}
 		find := func(identity, code, requestID string) bool {
 			for _, l := range lines {
@@ -362,6 +388,19 @@ func Run(t *testing.T, b Backend) {
 				}
 			}
 			return false
+		}
+		for _, k := range append(keys, secretValue) {
+			assert.NotContains(t, string(data), k)
+		}
+		for _, line := range lines {
+			for _, field := range []string{"time", "event", "request_id", "identity", "peer", "method"} {
+				assert.NotEmpty(t, line[field], "%s missing in %v", field, line)
+			}
+			if line["event"] != "stream_start" {
+				for _, field := range []string{"code", "duration_us", "request_items", "response_items"} {
+					assert.Contains(t, line, field, line)
+				}
+			}
 		}
 		assert.True(t, find(writerSPIFFE, "OK", ""), "the allowed write")
 		assert.True(t, find(writerSPIFFE, "PermissionDenied", ""), "the denied write")

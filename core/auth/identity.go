@@ -2,6 +2,9 @@ package auth
 
 import (
 	"crypto/x509"
+	"net/url"
+	"sync"
+	"sync/atomic"
 )
 
 // Source says where an identity came from.
@@ -30,7 +33,7 @@ type Identity struct {
 func FromCertificate(cert *x509.Certificate) Identity {
 	for _, u := range cert.URIs {
 		if u.Scheme == "spiffe" {
-			return Identity{Name: u.String(), Source: SourceSPIFFE}
+			return Identity{Name: spiffeID(cert, u), Source: SourceSPIFFE}
 		}
 	}
 	if len(cert.DNSNames) > 0 {
@@ -40,4 +43,27 @@ func FromCertificate(cert *x509.Certificate) Identity {
 		return Identity{Name: cert.Subject.CommonName, Source: SourceCN}
 	}
 	return Identity{Name: Anonymous, Source: SourceAnonymous}
+}
+
+// maxCachedSPIFFE bounds the cache of rendered SPIFFE IDs; it is emptied when full.
+const maxCachedSPIFFE = 1024
+
+// spiffeIDs maps a connection's certificate (the same *x509.Certificate for every call on the
+// connection) to its rendered SPIFFE ID, so a call does not build the string again.
+var (
+	spiffeIDs      sync.Map // *x509.Certificate -> string
+	spiffeIDsCount atomic.Int64
+)
+
+func spiffeID(cert *x509.Certificate, u *url.URL) string {
+	if v, ok := spiffeIDs.Load(cert); ok {
+		return v.(string)
+	}
+	id := u.String()
+	if spiffeIDsCount.Add(1) > maxCachedSPIFFE {
+		spiffeIDs.Clear()
+		spiffeIDsCount.Store(1)
+	}
+	spiffeIDs.Store(cert, id)
+	return id
 }

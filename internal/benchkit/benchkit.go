@@ -145,11 +145,13 @@ func LoadAverage() string {
 }
 
 // StartCPUProfile writes a CPU profile of this process to path until the returned stop is
-// called; stop may be called more than once. An empty path profiles nothing.
+// called; stop may be called more than once. An empty path profiles nothing. A "%p" in path
+// becomes the process id, so the several plugin processes of a security case write a file each.
 func StartCPUProfile(path string) (stop func(), err error) {
 	if path == "" {
 		return func() {}, nil
 	}
+	path = strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid()))
 	f, err := os.Create(path) //nolint:gosec // the operator names the profile file
 	if err != nil {
 		return nil, fmt.Errorf("create cpu profile: %w", err)

@@ -61,6 +61,14 @@ func TestSecurity(t *testing.T) {
 			tb.Helper()
 			return topicHasKey(tb, brokers, topic, key)
 		},
+		Exists: func(tb testing.TB, topic string) bool {
+			tb.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			topics, err := adm.ListTopics(ctx, topic)
+			require.NoError(tb, err)
+			return topics.Has(topic)
+		},
 		Subscribe: func(ctx context.Context, conn grpc.ClientConnInterface, topics []string) error {
 			stream, err := streamv1.NewStreamServiceClient(conn).Subscribe(ctx)
 			if err != nil {

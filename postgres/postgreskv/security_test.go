@@ -46,6 +46,14 @@ func TestSecurity(t *testing.T) {
 			require.NoError(tb, err)
 			return n > 0
 		},
+		Exists: func(tb testing.TB, ns string) bool {
+			tb.Helper()
+			var n int
+			err := connect(tb, dbURL).QueryRow(context.Background(),
+				"SELECT count(*) FROM prism_kv_items WHERE namespace = $1", ns).Scan(&n)
+			require.NoError(tb, err)
+			return n > 0
+		},
 		Conformance: func(t *testing.T, conn grpc.ClientConnInterface) {
 			t.Helper()
 			keyvaluetest.Run(t, conn, keyvaluetest.Options{})

@@ -43,6 +43,12 @@ func TestSecurity(t *testing.T) {
 			require.NoError(tb, err)
 			return strings.TrimSpace(string(out)) == "1"
 		},
+		Exists: func(tb testing.TB, ns string) bool {
+			tb.Helper()
+			out, err := cli.run(context.Background(), nil, "--scan", "--pattern", cli.keyPrefix+ns+":*")
+			require.NoError(tb, err)
+			return strings.TrimSpace(string(out)) != ""
+		},
 		Conformance: func(t *testing.T, conn grpc.ClientConnInterface) {
 			t.Helper()
 			cachetest.Run(t, conn, cachetest.Options{Raw: cli})
