@@ -12,6 +12,7 @@ import (
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/credentials"
 )
 
 // Modes of BackendConfig.Mode.
@@ -53,6 +54,16 @@ type BackendConfig struct {
 	// TLSEnabled turns on TLS to Redis; TLSCAFile adds a private CA.
 	TLSEnabled bool   `yaml:"tls_enabled"`
 	TLSCAFile  string `yaml:"tls_ca_file"`
+	// Credentials selects where the ACL user and password come from: static (Username and
+	// Password above, the default), a watched file, or Vault (KV v2 or the database engine's
+	// redis-database-plugin). Addresses, mode and TLS always come from the keys above.
+	Credentials credentials.Config `yaml:"credentials"`
+}
+
+// staticCredentials are the user and password of the backend section: the static source's
+// values, and the username a file or KV secret that holds only a password falls back to.
+func (b *BackendConfig) staticCredentials() credentials.Credentials {
+	return credentials.Credentials{Username: b.Username, Password: b.Password}
 }
 
 // LimitsConfig is the plugin's `limits` section: bounds every request is checked against before
@@ -118,6 +129,7 @@ func defaultBackend() *BackendConfig {
 		MaxRetries:      3,
 		ConnMaxIdleTime: 5 * time.Minute,
 		DialTimeout:     5 * time.Second,
+		Credentials:     credentials.DefaultConfig(),
 	}
 }
 
@@ -188,6 +200,9 @@ func (b *BackendConfig) Validate() error {
 	if b.TLSCAFile != "" && !b.TLSEnabled {
 		errs = append(errs, errors.New("tls_ca_file: needs tls_enabled: true"))
 	}
+	if err := b.Credentials.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -196,8 +211,9 @@ func (b *BackendConfig) cluster() bool {
 	return b.Mode == ModeCluster || (b.Mode == ModeAuto && len(b.addresses()) > 1)
 }
 
-// clientOptions turns the backend section into go-redis universal options.
-func (b *BackendConfig) clientOptions() (*redis.UniversalOptions, error) {
+// clientOptions turns the backend section into go-redis universal options. With a credentials
+// source, every new connection authenticates with its current user and password.
+func (b *BackendConfig) clientOptions(src credentials.Source) (*redis.UniversalOptions, error) {
 	opts := &redis.UniversalOptions{
 		Addrs:           b.addresses(),
 		DB:              b.Database,
@@ -211,6 +227,10 @@ func (b *BackendConfig) clientOptions() (*redis.UniversalOptions, error) {
 		// The caller's gRPC deadline bounds the Redis call too, instead of go-redis's own
 		// read/write timeouts alone.
 		ContextTimeoutEnabled: true,
+	}
+	if src != nil {
+		opts.Username, opts.Password = "", ""
+		opts.CredentialsProviderContext = credentialsProvider(src)
 	}
 	if b.TLSEnabled {
 		tc, err := core.BackendTLSConfig(b.TLSCAFile)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/credentials"
 	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
 )
 
@@ -33,6 +35,13 @@ type Plugin struct {
 
 	settings atomic.Pointer[settings]
 	current  atomic.Pointer[store]
+	// creds yields the user and password of every new connection (nil in dev mode). A static
+	// source is replaced when a reload changes the username or password; the others stay until a
+	// restart. Guarded by reconfigMu.
+	creds credentials.Source
+	// bgCancel and bg own retireLoop.
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
 
 	// dev serves from devRedis, an embedded Redis (--dev; dev.go, left out by -tags nodev).
 	dev      bool
@@ -72,6 +81,13 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 	}
 	p.log, p.backend = env.Logger, backend
 	p.stopping = make(chan struct{})
+	if !p.dev {
+		src, err := newCredentialsSource(backend, env)
+		if err != nil {
+			return err
+		}
+		p.creds = src
+	}
 	p.settings.Store(newSettings(backend, limits))
 	p.maxMessage = max(cfg.ControlPlane.MaxRecvMessageBytes, limits.messageBytes())
 
@@ -93,31 +109,49 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 	cachev1.RegisterCacheServiceServer(s, &server{plugin: p})
 }
 
-// Start implements core.Plugin. go-redis connects lazily, so a Redis that is down or refuses the
-// credentials shows up in Health, not here.
-func (p *Plugin) Start(context.Context) error {
+// Start implements core.Plugin. It first obtains the backend credentials and fails if it cannot
+// (a missing file, Vault unreachable or refusing): the plugin could not authenticate at all.
+// go-redis connects lazily, so a Redis that is down or refuses the credentials shows up in
+// Health, not here.
+func (p *Plugin) Start(ctx context.Context) error {
 	if p.dev {
 		if err := p.startDevRedis(); err != nil {
 			return err
 		}
+	} else if err := p.creds.Start(ctx); err != nil {
+		return fmt.Errorf("backend credentials (%s): %w", p.creds.Describe().Kind, err)
 	}
-	st, err := newStore(p.backend, p.metrics)
+	st, err := newStore(p.backend, p.metrics, p.creds)
 	if err != nil {
 		return err
 	}
 	p.current.Store(st)
 	p.logClient("redis client created", p.backend)
+	if p.creds != nil {
+		var bgCtx context.Context
+		bgCtx, p.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+		p.bg.Add(1)
+		go func() {
+			defer p.bg.Done()
+			p.retireLoop(bgCtx, p.creds)
+		}()
+	}
 	return nil
 }
 
 func (p *Plugin) logClient(msg string, b *BackendConfig) {
+	username := b.Username
+	if p.creds != nil {
+		username = p.creds.Describe().Username
+	}
 	p.log.Info(msg, "addresses", b.addresses(), "cluster", b.cluster(), "auto_pipeline", b.AutoPipeline,
-		"username", b.Username, "key_prefix", b.KeyPrefix, "tls", b.TLSEnabled)
+		"username", username, "key_prefix", b.KeyPrefix, "tls", b.TLSEnabled)
 }
 
-// newStore builds the go-redis client the backend section describes.
-func newStore(b *BackendConfig, m *metrics) (*store, error) {
-	opts, err := b.clientOptions()
+// newStore builds the go-redis client the backend section describes; with src, its connections
+// log in with src's current credentials.
+func newStore(b *BackendConfig, m *metrics, src credentials.Source) (*store, error) {
+	opts, err := b.clientOptions(src)
 	if err != nil {
 		return nil, err
 	}
@@ -147,13 +181,13 @@ func newStore(b *BackendConfig, m *metrics) (*store, error) {
 // retireGrace is how long a replaced client stays open for the calls still using it.
 const retireGrace = 30 * time.Second
 
-// retire closes a replaced store once the calls that picked it up have had time to finish, or at
+// retire closes a replaced store once the calls that picked it up have had grace to finish, or at
 // Stop, whichever comes first.
-func (p *Plugin) retire(old *store) {
+func (p *Plugin) retire(old *store, grace time.Duration) {
 	p.retiring.Add(1)
 	go func() {
 		defer p.retiring.Done()
-		timer := time.NewTimer(retireGrace)
+		timer := time.NewTimer(grace)
 		defer timer.Stop()
 		select {
 		case <-timer.C:
@@ -181,8 +215,14 @@ func autoPipeliner(client redis.UniversalClient) (redis.Cmdable, error) {
 	return ap, nil
 }
 
-// Health implements core.Plugin with a real round trip (authenticated PING).
+// Health implements core.Plugin: usable credentials first (expired ones are NOT_SERVING with the
+// reason renewal failed), then a real round trip (authenticated PING).
 func (p *Plugin) Health(ctx context.Context) error {
+	if src := p.credentialsSource(); src != nil {
+		if err := credentials.Check(src); err != nil {
+			return err
+		}
+	}
 	st := p.current.Load()
 	if st == nil {
 		return errors.New("redis client not started")
@@ -194,16 +234,25 @@ func (p *Plugin) Health(ctx context.Context) error {
 }
 
 // Stop implements core.Plugin.
-func (p *Plugin) Stop(context.Context) error {
+func (p *Plugin) Stop(ctx context.Context) error {
 	p.stopOnce.Do(func() {
 		if p.stopping != nil {
 			close(p.stopping)
 		}
 	})
+	if p.bgCancel != nil {
+		p.bgCancel()
+	}
+	p.bg.Wait()
 	p.retiring.Wait()
 	var err error
 	if st := p.current.Swap(nil); st != nil {
 		err = st.client.Close()
+	}
+	if src := p.credentialsSource(); src != nil {
+		if serr := src.Stop(ctx); serr != nil && err == nil {
+			err = fmt.Errorf("stop backend credentials: %w", serr)
+		}
 	}
 	if p.devRedis != nil {
 		p.devRedis.Close()
@@ -221,6 +270,12 @@ func (p *Plugin) store() (*store, error) {
 	return st, nil
 }
 
+func (p *Plugin) credentialsSource() credentials.Source {
+	p.reconfigMu.Lock()
+	defer p.reconfigMu.Unlock()
+	return p.creds
+}
+
 func (p *Plugin) poolStats() *redis.PoolStats {
 	st := p.current.Load()
 	if st == nil {
@@ -234,10 +289,12 @@ func (p *Plugin) poolStats() *redis.PoolStats {
 var settingKeys = []string{"backend.key_prefix", "backend.default_ttl", "backend.ttl_jitter"}
 
 // Reconfigure implements core.Reconfigurer. Limits, key_prefix, default_ttl and ttl_jitter apply to
-// the next request. A change to the connection (address, mode, credentials, pool, TLS) builds a new
-// client and swaps it in; calls already running finish on the old one, which is closed after
-// retireGrace. Limits that need a larger gRPC message than the server was started with wait (all
-// of them, so they stay consistent) for a restart.
+// the next request. A change to the connection (address, mode, username/password, pool, TLS)
+// builds a new client and swaps it in; calls already running finish on the old one, which is
+// closed after retireGrace. Limits that need a larger gRPC message than the server was started
+// with wait (all of them, so they stay consistent) for a restart, and so does
+// backend.credentials (which source, which file or Vault secret): the running source keeps
+// rotating the credentials it was started with.
 func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []string) ([]string, error) {
 	p.reconfigMu.Lock()
 	defer p.reconfigMu.Unlock()
@@ -255,6 +312,8 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 	reconnect := false
 	for _, path := range changed {
 		switch {
+		case strings.HasPrefix(path, "backend.credentials."):
+			restart = append(restart, path)
 		case strings.HasPrefix(path, "backend.") && !slices.Contains(settingKeys, path):
 			reconnect = true
 		case strings.HasPrefix(path, "limits.") && limits.messageBytes() > p.maxMessage:
@@ -270,12 +329,19 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 		next = newSettings(backend, &next.limits)
 	}
 	if reconnect && p.current.Load() != nil {
-		st, err := newStore(backend, p.metrics)
+		// A static source takes the new username and password; file and Vault sources keep
+		// supplying theirs.
+		src := p.creds
+		if src != nil && src.Describe().Kind == credentials.KindStatic {
+			src = credentials.NewStatic(backend.staticCredentials())
+		}
+		st, err := newStore(backend, p.metrics, src)
 		if err != nil {
 			return nil, err
 		}
+		p.creds = src
 		if prev := p.current.Swap(st); prev != nil {
-			p.retire(prev)
+			p.retire(prev, retireGrace)
 		}
 		p.logClient("redis client replaced after a config change", backend)
 	}
@@ -304,7 +370,7 @@ func (p *Plugin) Capabilities() map[string]string {
 	if s.cluster {
 		mode = "cluster"
 	}
-	return map[string]string{
+	caps := map[string]string{
 		"mode":              mode,
 		"key_prefix":        s.keyPrefix,
 		"max_key_bytes":     strconv.Itoa(s.limits.MaxKeyBytes),
@@ -314,6 +380,10 @@ func (p *Plugin) Capabilities() map[string]string {
 		"atomic_get_ttl":    "true",
 		"conditional_set":   "if_absent,if_present,keep_ttl",
 	}
+	if src := p.credentialsSource(); src != nil {
+		maps.Copy(caps, src.Describe().Capabilities())
+	}
+	return caps
 }
 
 var (
