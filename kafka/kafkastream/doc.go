@@ -8,6 +8,9 @@
 // starts at offsets resolved with ListOffsets and never commits.
 //
 // Files: config.go (backend and limits sections), plugin.go (lifecycle, partitioner),
-// server.go (gRPC adapter), topics.go (names, allow-list, metadata cache, auto-creation),
-// publish.go, subscribe.go (with ackid.go and commitmeta.go), tail.go, metrics.go.
+// server.go (gRPC adapter), limits.go (request validation), topics.go (default topic,
+// allow-list, metadata cache, auto-creation), publish.go, tail.go, metrics.go. Subscribe is
+// subscription.go (the stream's goroutines), ledger.go (delivery state and the at-least-once
+// rule, with no Kafka client in it), group.go (rebalances, commits, fetched offsets),
+// deadletter.go, commits.go (commit points and their metadata) and ackid.go.
 package kafkastream

@@ -35,27 +35,9 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 	if err != nil {
 		return nil, err
 	}
-	limits := p.limits.Load()
-	n := len(req.GetRecords())
-	if n == 0 {
-		return nil, apierr.Invalid("records", "at least one record is required")
-	}
-	if n > limits.MaxRecordsPerPublish {
-		return nil, apierr.Invalid("records", "at most %d records per request (limits.max_records_per_publish), got %d", limits.MaxRecordsPerPublish, n)
-	}
-	total := 0
-	for i, rec := range req.GetRecords() {
-		size, err := validateRecord(limits, i, rec)
-		if err != nil {
-			return nil, err
-		}
-		if wire := recordBatchBytes(rec); wire > p.backend.BatchMaxBytes {
-			return nil, apierr.Invalid("records["+strconv.Itoa(i)+"]", "key, value and headers take up to %d bytes as a Kafka record batch, at most %d (backend.batch_max_bytes)", wire, p.backend.BatchMaxBytes)
-		}
-		total += size
-	}
-	if total > limits.MaxPublishBytes {
-		return nil, apierr.Invalid("records", "at most %d bytes of keys, values and headers per request (limits.max_publish_bytes), got %d", limits.MaxPublishBytes, total)
+	total, err := validatePublish(p.limits.Load(), p.backend.BatchMaxBytes, req)
+	if err != nil {
+		return nil, err
 	}
 	topic, err := topics.name("topic", req.GetTopic())
 	if err != nil {
@@ -65,6 +47,7 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 	if err != nil {
 		return nil, err
 	}
+	n := len(req.GetRecords())
 	out := &prepared{topic: topic, records: make([]*kgo.Record, n), bytes: total}
 	// One backing array for all records keeps allocation per request, not per record.
 	backing := make([]kgo.Record, n)
@@ -73,8 +56,8 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 		r.Topic = topic
 		r.Partition = -1
 		if rec.Partition != nil {
-			if part := rec.GetPartition(); part < 0 || part >= partitions {
-				return nil, apierr.Invalid(fmt.Sprintf("records[%d].partition", i), "must be between 0 and %d (topic %q has %d partitions), got %d", partitions-1, topic, partitions, part)
+			if err := checkRecordPartition(i, rec.GetPartition(), partitions, topic); err != nil {
+				return nil, err
 			}
 			r.Partition = rec.GetPartition()
 		}
@@ -107,60 +90,6 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 		out.records[i] = r
 	}
 	return out, nil
-}
-
-// Framing a record adds in a Kafka record batch of its own, as upper bounds: the v2 batch header
-// (61 bytes) plus the record's length, attributes, timestamp and offset deltas, key and value
-// lengths and header count (at most 36 bytes of varints), and two length varints per header.
-const (
-	recordFramingBytes = 61 + 36
-	headerFramingBytes = 10
-)
-
-// recordBatchBytes bounds the bytes rec takes when the producer sends it alone in a batch, which
-// is what backend.batch_max_bytes and the brokers' message.max.bytes limit.
-func recordBatchBytes(rec *streamv1.Record) int {
-	n := recordFramingBytes + len(rec.GetKey()) + len(rec.GetValue())
-	for _, h := range rec.GetHeaders() {
-		n += headerFramingBytes + len(h.GetKey()) + len(h.GetValue())
-	}
-	return n
-}
-
-// validateRecord checks one record and returns its key, value and header bytes.
-func validateRecord(limits *LimitsConfig, i int, rec *streamv1.Record) (int, error) {
-	field := func(name string) string { return "records[" + strconv.Itoa(i) + "]." + name }
-	if rec == nil {
-		return 0, apierr.Invalid("records["+strconv.Itoa(i)+"]", "must not be null")
-	}
-	if n := len(rec.GetKey()); n > limits.MaxKeyBytes {
-		return 0, apierr.Invalid(field("key"), "at most %d bytes (limits.max_key_bytes), got %d", limits.MaxKeyBytes, n)
-	}
-	if n := len(rec.GetValue()); n > limits.MaxValueBytes {
-		return 0, apierr.Invalid(field("value"), "at most %d bytes (limits.max_value_bytes), got %d", limits.MaxValueBytes, n)
-	}
-	if rec.GetTombstone() && len(rec.GetValue()) > 0 {
-		return 0, apierr.Invalid(field("value"), "must be empty for a tombstone (tombstone is true), got %d bytes", len(rec.GetValue()))
-	}
-	if n := len(rec.GetHeaders()); n > limits.MaxHeaders {
-		return 0, apierr.Invalid(field("headers"), "at most %d headers (limits.max_headers), got %d", limits.MaxHeaders, n)
-	}
-	size := len(rec.GetKey()) + len(rec.GetValue())
-	for j, h := range rec.GetHeaders() {
-		if h.GetKey() == "" {
-			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d].key", i, j), "must not be empty")
-		}
-		if n := len(h.GetKey()) + len(h.GetValue()); n > limits.MaxHeaderBytes {
-			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d]", i, j), "key plus value at most %d bytes (limits.max_header_bytes), got %d", limits.MaxHeaderBytes, n)
-		}
-		size += len(h.GetKey()) + len(h.GetValue())
-	}
-	if ts := rec.GetTimestamp(); ts != nil {
-		if err := ts.CheckValid(); err != nil || ts.AsTime().Before(time.Unix(0, 0)) {
-			return 0, apierr.Invalid(field("timestamp"), "must be a valid time at or after 1970-01-01")
-		}
-	}
-	return size, nil
 }
 
 // publish writes one request's records and waits until the brokers acknowledged all of them.

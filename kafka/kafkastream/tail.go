@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -182,55 +181,6 @@ func allDone(state map[int32]*tailPartition) bool {
 		}
 	}
 	return true
-}
-
-func validateTail(limits *LimitsConfig, req *streamv1.TailRequest) error {
-	switch start := req.GetStart().(type) {
-	case nil:
-		return apierr.Invalid("start", "one of position, start_time or last_n is required")
-	case *streamv1.TailRequest_Position:
-		if p := start.Position; p != streamv1.StartPosition_START_POSITION_EARLIEST && p != streamv1.StartPosition_START_POSITION_LATEST {
-			return apierr.Invalid("position", "must be START_POSITION_EARLIEST or START_POSITION_LATEST, got %s", p)
-		}
-	case *streamv1.TailRequest_StartTime:
-		if err := start.StartTime.CheckValid(); err != nil {
-			return apierr.Invalid("start_time", "not a valid time: %v", err)
-		}
-	case *streamv1.TailRequest_LastN:
-		if start.LastN < 1 || start.LastN > limits.MaxTailLastN {
-			return apierr.Invalid("last_n", "must be between 1 and %d (limits.max_tail_last_n), got %d", limits.MaxTailLastN, start.LastN)
-		}
-	}
-	if et := req.GetEndTime(); et != nil {
-		if err := et.CheckValid(); err != nil {
-			return apierr.Invalid("end_time", "not a valid time: %v", err)
-		}
-		if st := req.GetStartTime(); st != nil && et.AsTime().Before(st.AsTime()) {
-			return apierr.Invalid("end_time", "must not be before start_time")
-		}
-	}
-	return nil
-}
-
-// tailPartitions checks the requested partitions; none means all of them.
-func tailPartitions(requested []int32, count int32) ([]int32, error) {
-	if len(requested) == 0 {
-		out := make([]int32, count)
-		for i := range out {
-			out[i] = int32(i)
-		}
-		return out, nil
-	}
-	out := make([]int32, 0, len(requested))
-	for i, part := range requested {
-		if part < 0 || part >= count {
-			return nil, apierr.Invalid(fmt.Sprintf("partitions[%d]", i), "must be between 0 and %d (the topic has %d partitions), got %d", count-1, count, part)
-		}
-		if !slices.Contains(out, part) {
-			out = append(out, part)
-		}
-	}
-	return out, nil
 }
 
 // tailStart resolves the start and end offsets of each partition with ListOffsets.

@@ -14,28 +14,6 @@ import (
 	"github.com/prism-gateway/plugins/core/apierr"
 )
 
-// maxTopicNameLen is Kafka's limit on topic names.
-const maxTopicNameLen = 249
-
-// validTopicName applies Kafka's rules: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
-func validTopicName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("must not be empty")
-	case len(name) > maxTopicNameLen:
-		return fmt.Errorf("must be at most %d characters, got %d", maxTopicNameLen, len(name))
-	case name == "." || name == "..":
-		return fmt.Errorf("must not be %q", name)
-	}
-	for _, c := range name {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-		if !ok {
-			return fmt.Errorf("may only contain letters, digits, '.', '_' and '-', got %q", name)
-		}
-	}
-	return nil
-}
-
 // topicInfo is what the plugin caches about one topic.
 type topicInfo struct {
 	partitions int32

@@ -97,3 +97,43 @@ func parseCommitMeta(s string) (commitMeta, bool) {
 	}
 	return meta, true
 }
+
+// needsCommit reports whether the partition has an offset or metadata the brokers do not have yet.
+func (st *partState) needsCommit() bool {
+	return st.commitNext >= 0 && (st.commitNext > st.committed || st.metaVer != st.metaSaved)
+}
+
+// commitPoint is one partition's pending commit: the offset, its metadata, and the state version
+// that metadata describes.
+type commitPoint struct {
+	tp      topicPartition
+	offset  int64
+	meta    string
+	version int
+}
+
+// pending returns the commits not yet made, with their metadata.
+func (l *ledger) pending() []commitPoint {
+	var out []commitPoint
+	for tp, st := range l.parts {
+		if st.needsCommit() {
+			out = append(out, st.commitPoint(tp))
+		}
+	}
+	return out
+}
+
+func (st *partState) commitPoint(tp topicPartition) commitPoint {
+	return commitPoint{tp: tp, offset: st.commitNext, meta: st.encodeMeta(), version: st.metaVer}
+}
+
+// committed records a commit the brokers accepted; it returns nil for a partition not held.
+func (l *ledger) committed(c commitPoint) *partState {
+	st := l.parts[c.tp]
+	if st == nil {
+		return nil
+	}
+	st.committed = max(st.committed, c.offset)
+	st.metaSaved = max(st.metaSaved, c.version)
+	return st
+}

@@ -1,0 +1,281 @@
+package kafkastream
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prism-gateway/plugins/core/apierr"
+	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
+)
+
+// This file holds the checks requests pass before the brokers are touched; each error names the
+// request field and the limit it broke.
+
+// maxTopicNameLen is Kafka's limit on topic names.
+const maxTopicNameLen = 249
+
+// validTopicName applies Kafka's rules: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
+func validTopicName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("must not be empty")
+	case len(name) > maxTopicNameLen:
+		return fmt.Errorf("must be at most %d characters, got %d", maxTopicNameLen, len(name))
+	case name == "." || name == "..":
+		return fmt.Errorf("must not be %q", name)
+	}
+	for _, c := range name {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			return fmt.Errorf("may only contain letters, digits, '.', '_' and '-', got %q", name)
+		}
+	}
+	return nil
+}
+
+// validatePublish checks a PublishRequest's records against the limits and returns their key,
+// value and header bytes; batchMaxBytes is backend.batch_max_bytes.
+func validatePublish(limits *LimitsConfig, batchMaxBytes int, req *streamv1.PublishRequest) (int, error) {
+	n := len(req.GetRecords())
+	if n == 0 {
+		return 0, apierr.Invalid("records", "at least one record is required")
+	}
+	if n > limits.MaxRecordsPerPublish {
+		return 0, apierr.Invalid("records", "at most %d records per request (limits.max_records_per_publish), got %d", limits.MaxRecordsPerPublish, n)
+	}
+	total := 0
+	for i, rec := range req.GetRecords() {
+		size, err := validateRecord(limits, i, rec)
+		if err != nil {
+			return 0, err
+		}
+		if wire := recordBatchBytes(rec); wire > batchMaxBytes {
+			return 0, apierr.Invalid("records["+strconv.Itoa(i)+"]", "key, value and headers take up to %d bytes as a Kafka record batch, at most %d (backend.batch_max_bytes)", wire, batchMaxBytes)
+		}
+		total += size
+	}
+	if total > limits.MaxPublishBytes {
+		return 0, apierr.Invalid("records", "at most %d bytes of keys, values and headers per request (limits.max_publish_bytes), got %d", limits.MaxPublishBytes, total)
+	}
+	return total, nil
+}
+
+// Framing a record adds in a Kafka record batch of its own, as upper bounds: the v2 batch header
+// (61 bytes) plus the record's length, attributes, timestamp and offset deltas, key and value
+// lengths and header count (at most 36 bytes of varints), and two length varints per header.
+const (
+	recordFramingBytes = 61 + 36
+	headerFramingBytes = 10
+)
+
+// recordBatchBytes bounds the bytes rec takes when the producer sends it alone in a batch, which
+// is what backend.batch_max_bytes and the brokers' message.max.bytes limit.
+func recordBatchBytes(rec *streamv1.Record) int {
+	n := recordFramingBytes + len(rec.GetKey()) + len(rec.GetValue())
+	for _, h := range rec.GetHeaders() {
+		n += headerFramingBytes + len(h.GetKey()) + len(h.GetValue())
+	}
+	return n
+}
+
+// validateRecord checks one record and returns its key, value and header bytes.
+func validateRecord(limits *LimitsConfig, i int, rec *streamv1.Record) (int, error) {
+	field := func(name string) string { return "records[" + strconv.Itoa(i) + "]." + name }
+	if rec == nil {
+		return 0, apierr.Invalid("records["+strconv.Itoa(i)+"]", "must not be null")
+	}
+	if n := len(rec.GetKey()); n > limits.MaxKeyBytes {
+		return 0, apierr.Invalid(field("key"), "at most %d bytes (limits.max_key_bytes), got %d", limits.MaxKeyBytes, n)
+	}
+	if n := len(rec.GetValue()); n > limits.MaxValueBytes {
+		return 0, apierr.Invalid(field("value"), "at most %d bytes (limits.max_value_bytes), got %d", limits.MaxValueBytes, n)
+	}
+	if rec.GetTombstone() && len(rec.GetValue()) > 0 {
+		return 0, apierr.Invalid(field("value"), "must be empty for a tombstone (tombstone is true), got %d bytes", len(rec.GetValue()))
+	}
+	if n := len(rec.GetHeaders()); n > limits.MaxHeaders {
+		return 0, apierr.Invalid(field("headers"), "at most %d headers (limits.max_headers), got %d", limits.MaxHeaders, n)
+	}
+	size := len(rec.GetKey()) + len(rec.GetValue())
+	for j, h := range rec.GetHeaders() {
+		if h.GetKey() == "" {
+			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d].key", i, j), "must not be empty")
+		}
+		if n := len(h.GetKey()) + len(h.GetValue()); n > limits.MaxHeaderBytes {
+			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d]", i, j), "key plus value at most %d bytes (limits.max_header_bytes), got %d", limits.MaxHeaderBytes, n)
+		}
+		size += len(h.GetKey()) + len(h.GetValue())
+	}
+	if ts := rec.GetTimestamp(); ts != nil {
+		if err := ts.CheckValid(); err != nil || ts.AsTime().Before(time.Unix(0, 0)) {
+			return 0, apierr.Invalid(field("timestamp"), "must be a valid time at or after 1970-01-01")
+		}
+	}
+	return size, nil
+}
+
+// checkRecordPartition checks records[i].partition against the topic's partition count, known
+// only once the topic is looked up.
+func checkRecordPartition(i int, part, partitions int32, topic string) error {
+	if part < 0 || part >= partitions {
+		return apierr.Invalid(fmt.Sprintf("records[%d].partition", i), "must be between 0 and %d (topic %q has %d partitions), got %d", partitions-1, topic, partitions, part)
+	}
+	return nil
+}
+
+// validateTail checks a TailRequest's start and end positions.
+func validateTail(limits *LimitsConfig, req *streamv1.TailRequest) error {
+	switch start := req.GetStart().(type) {
+	case nil:
+		return apierr.Invalid("start", "one of position, start_time or last_n is required")
+	case *streamv1.TailRequest_Position:
+		if p := start.Position; p != streamv1.StartPosition_START_POSITION_EARLIEST && p != streamv1.StartPosition_START_POSITION_LATEST {
+			return apierr.Invalid("position", "must be START_POSITION_EARLIEST or START_POSITION_LATEST, got %s", p)
+		}
+	case *streamv1.TailRequest_StartTime:
+		if err := start.StartTime.CheckValid(); err != nil {
+			return apierr.Invalid("start_time", "not a valid time: %v", err)
+		}
+	case *streamv1.TailRequest_LastN:
+		if start.LastN < 1 || start.LastN > limits.MaxTailLastN {
+			return apierr.Invalid("last_n", "must be between 1 and %d (limits.max_tail_last_n), got %d", limits.MaxTailLastN, start.LastN)
+		}
+	}
+	if et := req.GetEndTime(); et != nil {
+		if err := et.CheckValid(); err != nil {
+			return apierr.Invalid("end_time", "not a valid time: %v", err)
+		}
+		if st := req.GetStartTime(); st != nil && et.AsTime().Before(st.AsTime()) {
+			return apierr.Invalid("end_time", "must not be before start_time")
+		}
+	}
+	return nil
+}
+
+// tailPartitions checks the requested partitions; none means all of them.
+func tailPartitions(requested []int32, count int32) ([]int32, error) {
+	if len(requested) == 0 {
+		out := make([]int32, count)
+		for i := range out {
+			out[i] = int32(i)
+		}
+		return out, nil
+	}
+	out := make([]int32, 0, len(requested))
+	for i, part := range requested {
+		if part < 0 || part >= count {
+			return nil, apierr.Invalid(fmt.Sprintf("partitions[%d]", i), "must be between 0 and %d (the topic has %d partitions), got %d", count-1, count, part)
+		}
+		if !slices.Contains(out, part) {
+			out = append(out, part)
+		}
+	}
+	return out, nil
+}
+
+// subscriptionRequest is a Subscribe stream's first request, checked and with defaults applied.
+type subscriptionRequest struct {
+	topics   []string // resolved and deduplicated, in request order
+	fields   []string // the request field each topic came from, for errors
+	group    string
+	maxMsgs  int
+	maxBytes int64
+	start    streamv1.StartPosition
+}
+
+// validateSubscription checks a Subscribe stream's first request; topics resolves names (default
+// topic, name rules, allow-list) without asking the brokers.
+func validateSubscription(limits *LimitsConfig, backend *BackendConfig, topics *topics, first *streamv1.SubscribeRequest) (subscriptionRequest, error) {
+	var out subscriptionRequest
+	sub := first.GetSubscription()
+	if sub == nil {
+		return out, apierr.Invalid("subscription", "the first request must carry subscription")
+	}
+	if first.GetAck() != nil || first.GetNack() != nil {
+		return out, apierr.Invalid("ack", "the first request must carry only subscription")
+	}
+	names := sub.GetTopics()
+	if len(names) == 0 {
+		names = []string{""} // the configured default topic, if any
+	}
+	if len(names) > limits.MaxSubscriptionTopics {
+		return out, apierr.Invalid("subscription.topics", "at most %d topics (limits.max_subscription_topics), got %d", limits.MaxSubscriptionTopics, len(names))
+	}
+	seen := make(map[string]bool, len(names))
+	for i, name := range names {
+		field := fmt.Sprintf("subscription.topics[%d]", i)
+		topic, err := topics.name(field, name)
+		if err != nil {
+			return out, err
+		}
+		if !seen[topic] {
+			seen[topic] = true
+			out.topics = append(out.topics, topic)
+			out.fields = append(out.fields, field)
+		}
+	}
+	out.group = sub.GetGroup()
+	if out.group == "" {
+		out.group = backend.ConsumerGroup
+	}
+	if out.group == "" {
+		return out, apierr.Invalid("subscription.group", "required (no backend.consumer_group is configured)")
+	}
+	if len(out.group) > 255 {
+		return out, apierr.Invalid("subscription.group", "at most 255 characters, got %d", len(out.group))
+	}
+	switch n := sub.GetMaxOutstandingMessages(); {
+	case n == 0:
+		out.maxMsgs = limits.DefaultOutstandingMessages
+	case n < 0 || int(n) > limits.MaxOutstandingMessages:
+		return out, apierr.Invalid("subscription.max_outstanding_messages", "must be between 0 (default) and %d (limits.max_outstanding_messages), got %d", limits.MaxOutstandingMessages, n)
+	default:
+		out.maxMsgs = int(n)
+	}
+	switch n := sub.GetMaxOutstandingBytes(); {
+	case n == 0:
+		out.maxBytes = limits.DefaultOutstandingBytes
+	case n < 0 || n > limits.MaxOutstandingBytes:
+		return out, apierr.Invalid("subscription.max_outstanding_bytes", "must be between 0 (default) and %d (limits.max_outstanding_bytes), got %d", limits.MaxOutstandingBytes, n)
+	default:
+		out.maxBytes = n
+	}
+	out.start = sub.GetStart()
+	switch out.start {
+	case streamv1.StartPosition_START_POSITION_UNSPECIFIED:
+		out.start = streamv1.StartPosition_START_POSITION_LATEST
+		if backend.AutoOffsetReset == OffsetResetEarliest {
+			out.start = streamv1.StartPosition_START_POSITION_EARLIEST
+		}
+	case streamv1.StartPosition_START_POSITION_EARLIEST, streamv1.StartPosition_START_POSITION_LATEST:
+	default:
+		return out, apierr.Invalid("subscription.start", "unknown start position %d", out.start)
+	}
+	return out, nil
+}
+
+// validateSettle checks a Subscribe request after the first: an ack or a nack (or both), each
+// with 1 to limits.max_ack_ids ids.
+func validateSettle(limits *LimitsConfig, req *streamv1.SubscribeRequest) error {
+	if req.GetSubscription() != nil {
+		return apierr.Invalid("subscription", "only allowed on the first request")
+	}
+	if req.GetAck() == nil && req.GetNack() == nil {
+		return apierr.Invalid("ack", "every request after the first must carry ack or nack")
+	}
+	for _, f := range []struct {
+		name string
+		ids  *streamv1.AckIds
+	}{{"ack.ack_ids", req.GetAck()}, {"nack.ack_ids", req.GetNack()}} {
+		if f.ids == nil {
+			continue
+		}
+		if n := len(f.ids.GetAckIds()); n == 0 || n > limits.MaxAckIDs {
+			return apierr.Invalid(f.name, "must hold between 1 and %d ids (limits.max_ack_ids), got %d", limits.MaxAckIDs, n)
+		}
+	}
+	return nil
+}
