@@ -2,8 +2,6 @@ package postgreskv_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -13,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +25,7 @@ import (
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
 	"github.com/prism-gateway/plugins/internal/binarytest"
+	"github.com/prism-gateway/plugins/internal/credtest"
 	"github.com/prism-gateway/plugins/internal/testsvc"
 	"github.com/prism-gateway/plugins/postgres/postgreskv"
 )
@@ -44,44 +42,6 @@ const (
 	pgCreation   = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE prism;`
 	pgRevocation = `REASSIGN OWNED BY "{{name}}" TO prism; DROP OWNED BY "{{name}}"; DROP ROLE IF EXISTS "{{name}}";`
 )
-
-func randomSuffix(t *testing.T) string {
-	t.Helper()
-	var b [5]byte
-	_, err := rand.Read(b[:])
-	require.NoError(t, err)
-	return hex.EncodeToString(b[:])
-}
-
-// vaultAdmin is a root client on the shared OpenBao, for test setup.
-func vaultAdmin(t *testing.T) *vault.Client {
-	t.Helper()
-	return vaultClient(t, testsvc.VaultAddr(t), testsvc.VaultToken())
-}
-
-func vaultClient(t *testing.T, addr, token string) *vault.Client {
-	t.Helper()
-	cfg := vault.DefaultConfig()
-	cfg.Address = addr
-	cfg.MaxRetries = 0
-	c, err := vault.NewClient(cfg)
-	require.NoError(t, err)
-	c.SetToken(token)
-	return c
-}
-
-// pluginToken is a token with the plugins' policy, revoked when the test ends, which also
-// revokes the leases the plugin took with it (and so drops their database roles).
-func pluginToken(t *testing.T, admin *vault.Client) string {
-	t.Helper()
-	s, err := admin.Auth().Token().CreateWithContext(t.Context(), &vault.TokenCreateRequest{
-		Policies: []string{"prism-plugins"}, TTL: "10m",
-	})
-	require.NoError(t, err)
-	token := s.Auth.ClientToken
-	t.Cleanup(func() { _ = admin.Auth().Token().RevokeTreeWithContext(context.Background(), token) })
-	return token
-}
 
 // staticRolePassword is the current password of prism_static, managed by the static role
 // prism-postgres-static on the shared OpenBao: a unique value the log scans can look for.
@@ -148,120 +108,19 @@ func sessionUsers(t *testing.T, conn *pgx.Conn, db string) map[string]int {
 	return out
 }
 
-func capabilities(t *testing.T, r *coretest.Running) map[string]string {
+// kvLoad keeps Put and Get calls going through the plugin, alternately.
+func kvLoad(t *testing.T, c keyvaluev1.KeyValueServiceClient, workers int) *credtest.Load {
 	t.Helper()
-	info, err := pluginv1.NewPluginServiceClient(r.Conn).GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
-	require.NoError(t, err)
-	return info.GetCapabilities()
-}
-
-func metricsText(t *testing.T, r *coretest.Running) string {
-	t.Helper()
-	m, err := pluginv1.NewPluginServiceClient(r.Conn).GetMetrics(t.Context(), &pluginv1.GetMetricsRequest{})
-	require.NoError(t, err)
-	return m.GetText()
-}
-
-// metricValue reads one sample (name with labels, exactly as exposed) from the text exposition.
-func metricValue(text, sample string) float64 {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, sample+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+	return credtest.StartLoad(t, workers, func(ctx context.Context, w, i int) error {
+		id := fmt.Sprintf("worker-%d", w)
+		if i%2 == 0 {
+			_, err := c.Put(ctx, &keyvaluev1.PutRequest{Namespace: "load", Id: id,
+				Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Value: []byte(strconv.Itoa(i))}}})
+			return err
 		}
-	}
-	return 0
-}
-
-// assertNoSecrets scans every log line for every secret the test handed out or saw issued.
-func assertNoSecrets(t *testing.T, logs string, secrets ...string) {
-	t.Helper()
-	lines := strings.Split(strings.TrimSpace(logs), "\n")
-	checked := 0
-	for _, s := range secrets {
-		if s == "" {
-			continue
-		}
-		checked++
-		for i, line := range lines {
-			if strings.Contains(line, s) {
-				t.Errorf("log line %d holds a secret (%d characters): %s", i+1, len(s), strings.ReplaceAll(line, s, "<SECRET>"))
-			}
-		}
-	}
-	t.Logf("log scan: %d lines, %d secrets, none found", len(lines), checked)
-}
-
-// load keeps a steady stream of Put and Get calls going and records every failure with the
-// time its call started.
-type load struct {
-	calls    atomic.Int64
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	failures []failure
-}
-
-type failure struct {
-	started time.Time
-	err     error
-}
-
-func startLoad(t *testing.T, c keyvaluev1.KeyValueServiceClient, workers int) *load {
-	t.Helper()
-	l := &load{stop: make(chan struct{})}
-	for w := range workers {
-		l.wg.Go(func() {
-			id := fmt.Sprintf("worker-%d", w)
-			for i := 0; ; i++ {
-				select {
-				case <-l.stop:
-					return
-				case <-time.After(2 * time.Millisecond):
-				}
-				l.call(func(ctx context.Context) error {
-					_, err := c.Put(ctx, &keyvaluev1.PutRequest{Namespace: "load", Id: id,
-						Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Value: []byte(strconv.Itoa(i))}}})
-					return err
-				})
-				l.call(func(ctx context.Context) error {
-					_, err := c.Get(ctx, &keyvaluev1.GetRequest{Namespace: "load", Id: id})
-					return err
-				})
-			}
-		})
-	}
-	t.Cleanup(l.halt)
-	return l
-}
-
-func (l *load) call(f func(context.Context) error) {
-	started := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	l.calls.Add(1)
-	if err := f(ctx); err != nil {
-		l.mu.Lock()
-		l.failures = append(l.failures, failure{started: started, err: err})
-		l.mu.Unlock()
-	}
-}
-
-func (l *load) halt() {
-	select {
-	case <-l.stop:
-	default:
-		close(l.stop)
-	}
-	l.wg.Wait()
-}
-
-// finish stops the load and returns the call count and the failures.
-func (l *load) finish() (int64, []failure) {
-	l.halt()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.calls.Load(), l.failures
+		_, err := c.Get(ctx, &keyvaluev1.GetRequest{Namespace: "load", Id: id})
+		return err
+	})
 }
 
 // credentialLog polls the plugin's current credentials and keeps every set it yields, by serial,
@@ -429,10 +288,10 @@ const vaultValidUntilSlack = 5 * time.Second
 // the credentials come from, and that no secret reaches the log.
 func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 	t.Parallel()
-	admin := vaultAdmin(t)
+	admin := credtest.VaultAdmin(t)
 	staticPW := staticRolePassword(t, admin)
 	vaultAddr := testsvc.VaultAddr(t)
-	kvPath := "prism/pgtest-" + randomSuffix(t)
+	kvPath := "prism/pgtest-" + credtest.RandomSuffix(t)
 	_, err := admin.KVv2("secret").Put(t.Context(), kvPath, map[string]any{"username": "prism_static", "password": staticPW})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = admin.KVv2("secret").DeleteMetadata(context.Background(), kvPath) })
@@ -458,7 +317,7 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 		}, credentials.KindFile, "prism_static", "pg.json"},
 		{"vault KV v2 configured from the environment", func(t *testing.T) (string, map[string]string, []string) {
 			t.Helper()
-			token := pluginToken(t, admin)
+			token := credtest.PluginToken(t, admin)
 			return "", map[string]string{
 				"PRISM_BACKEND_CREDENTIALS_SOURCE":             "vault",
 				"PRISM_BACKEND_CREDENTIALS_VAULT_ADDRESS":      vaultAddr,
@@ -470,13 +329,13 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 		}, credentials.KindVault, "prism_static", "secret/data/" + kvPath},
 		{"vault database dynamic role", func(t *testing.T) (string, map[string]string, []string) {
 			t.Helper()
-			token := pluginToken(t, admin)
+			token := credtest.PluginToken(t, admin)
 			return vaultYAML(vaultAddr, "method: token\n        token: "+token, "kind: database\n        role: prism-postgres"),
 				nil, []string{token}
 		}, credentials.KindVault, "", "database/creds/prism-postgres"},
 		{"vault database static role", func(t *testing.T) (string, map[string]string, []string) {
 			t.Helper()
-			token := pluginToken(t, admin)
+			token := credtest.PluginToken(t, admin)
 			return vaultYAML(vaultAddr, "method: token\n        token: "+token, "kind: database-static\n        role: prism-postgres-static"),
 				nil, []string{staticPW, token}
 		}, credentials.KindVault, "prism_static", "database/static-creds/prism-postgres-static"},
@@ -510,7 +369,7 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 			assert.Equal(t, map[string]int{want: users[want]}, users, "every session belongs to the source's user")
 			assert.Positive(t, users[want])
 
-			caps := capabilities(t, r)
+			caps := credtest.Capabilities(t, r)
 			assert.Equal(t, tc.kind, caps["credentials_source"])
 			assert.Equal(t, want, caps["credentials_username"])
 			assert.Contains(t, caps["credentials_location"], tc.location)
@@ -523,7 +382,7 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 				}
 				secrets = append(secrets, current.Password.Reveal())
 			}
-			assertNoSecrets(t, r.Logs.String(), append(secrets, leaseIDs(t, admin, "prism-postgres")...)...)
+			credtest.AssertNoSecrets(t, r.Logs.String(), append(secrets, leaseIDs(t, admin, "prism-postgres")...)...)
 		})
 	}
 }
@@ -539,7 +398,7 @@ func vaultYAML(addr, auth, secret string) string {
 // and a broken file keeps the credentials in use.
 func TestFileCredentialsSwapUnderLoad(t *testing.T) {
 	t.Parallel()
-	staticPW := staticRolePassword(t, vaultAdmin(t))
+	staticPW := staticRolePassword(t, credtest.VaultAdmin(t))
 	db := migratedDatabase(t)
 	dir := t.TempDir()
 	writeGeneration := func(name, user, password string) {
@@ -563,7 +422,7 @@ func TestFileCredentialsSwapUnderLoad(t *testing.T) {
 	})
 	r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, 30*time.Second)
 	sessions := watchSessions(t, db)
-	l := startLoad(t, kv(r), 4)
+	l := kvLoad(t, kv(r), 4)
 	time.Sleep(time.Second)
 
 	writeGeneration("..gen2", testsvc.User, testsvc.Password)
@@ -583,17 +442,17 @@ func TestFileCredentialsSwapUnderLoad(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, testsvc.User, c.Username)
 
-	calls, failures := l.finish()
+	calls, failures := l.Finish()
 	t.Logf("file source: %d calls, %d failed, credentials serial %d", calls, len(failures), c.Serial)
 	for _, f := range failures[:min(len(failures), 5)] {
-		t.Logf("failed call: %v", f.err)
+		t.Logf("failed call: %v", f.Err)
 	}
 	assert.Empty(t, failures, "no call fails while the secret volume is swapped")
 	assert.Positive(t, calls)
 	users := sessionUsers(t, connect(t, testsvc.PostgresURL(t)), databaseName(t, db))
 	assert.Zero(t, users["prism_static"], "no session of the old user remains")
-	assert.Contains(t, metricsText(t, r), `prism_credentials_rotations_total{source="file"} 1`)
-	assertNoSecrets(t, r.Logs.String(), staticPW)
+	assert.Contains(t, credtest.MetricsText(t, r), `prism_credentials_rotations_total{source="file"} 1`)
+	credtest.AssertNoSecrets(t, r.Logs.String(), staticPW)
 }
 
 // TestDynamicCredentialsRotateUnderSteadyLoad runs the plugin on database credentials with a 10s
@@ -602,8 +461,8 @@ func TestFileCredentialsSwapUnderLoad(t *testing.T) {
 // users can no longer log in.
 func TestDynamicCredentialsRotateUnderSteadyLoad(t *testing.T) {
 	t.Parallel()
-	admin := vaultAdmin(t)
-	role := "prism-pgtest-" + randomSuffix(t)
+	admin := credtest.VaultAdmin(t)
+	role := "prism-pgtest-" + credtest.RandomSuffix(t)
 	_, err := admin.Logical().WriteWithContext(t.Context(), "database/roles/"+role, map[string]any{
 		"db_name": "prism-postgres", "default_ttl": "10s", "max_ttl": "30s",
 		"creation_statements": pgCreation, "revocation_statements": pgRevocation,
@@ -635,7 +494,7 @@ func TestDynamicCredentialsRotateUnderSteadyLoad(t *testing.T) {
 			leases[id] = true
 		}
 	}
-	l := startLoad(t, kv(r), 4)
+	l := kvLoad(t, kv(r), 4)
 	started := time.Now()
 
 	// Two changes: serial 3 is the third set of credentials.
@@ -652,15 +511,15 @@ func TestDynamicCredentialsRotateUnderSteadyLoad(t *testing.T) {
 		collectLeases()
 		time.Sleep(500 * time.Millisecond)
 	}
-	calls, failures := l.finish()
+	calls, failures := l.Finish()
 	elapsed := time.Since(started)
-	text := metricsText(t, r)
-	rotations := metricValue(text, `prism_credentials_rotations_total{source="vault"}`)
-	renewals := metricValue(text, `prism_credentials_lease_renewals_total{source="vault"}`)
+	text := credtest.MetricsText(t, r)
+	rotations := credtest.MetricValue(text, `prism_credentials_rotations_total{source="vault"}`)
+	renewals := credtest.MetricValue(text, `prism_credentials_lease_renewals_total{source="vault"}`)
 	t.Logf("dynamic credentials: %d calls in %s, %d failed; %v rotations, %v lease renewals, serial %d",
 		calls, elapsed.Round(time.Second), len(failures), rotations, renewals, creds.serial())
 	for _, f := range failures[:min(len(failures), 5)] {
-		t.Logf("failed call at +%s: %v", f.started.Sub(started).Round(time.Millisecond), f.err)
+		t.Logf("failed call at +%s: %v", f.Started.Sub(started).Round(time.Millisecond), f.Err)
 	}
 	assert.Empty(t, failures, "no call fails across the credential changes")
 	assert.GreaterOrEqual(t, rotations, 2.0)
@@ -679,7 +538,7 @@ func TestDynamicCredentialsRotateUnderSteadyLoad(t *testing.T) {
 	samples, orphans := sessions.stats()
 	assert.Zero(t, orphans, "no session outlived its role")
 	t.Logf("pg_stat_activity: %d samples", samples)
-	caps := capabilities(t, r)
+	caps := credtest.Capabilities(t, r)
 	serial, err := strconv.Atoi(caps["credentials_serial"])
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, serial, 3)
@@ -690,7 +549,7 @@ func TestDynamicCredentialsRotateUnderSteadyLoad(t *testing.T) {
 		secrets = append(secrets, id)
 	}
 	assert.NotEmpty(t, leases, "lease ids to scan for")
-	assertNoSecrets(t, r.Logs.String(), secrets...)
+	credtest.AssertNoSecrets(t, r.Logs.String(), secrets...)
 }
 
 // appRoleLogin issues a secret id of the plugins' AppRole (destroyed when the test ends) into a
@@ -748,7 +607,7 @@ func startPrivateBao(t *testing.T) *privateBao {
 	b := &privateBao{
 		bin:        baoBinary(t),
 		addr:       "127.0.0.1:" + strconv.Itoa(binarytest.FreePort(t)),
-		token:      "prism-private-" + randomSuffix(t),
+		token:      "prism-private-" + credtest.RandomSuffix(t),
 		pgHostPort: u.Host,
 	}
 	b.start(t)
@@ -767,7 +626,7 @@ func (b *privateBao) start(t *testing.T) {
 	require.NoError(t, b.cmd.Start())
 	b.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(b.cmd, b.exited)
-	admin := vaultClient(t, b.url(), b.token)
+	admin := credtest.VaultClient(t, b.url(), b.token)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := admin.Auth().Token().LookupSelfWithContext(t.Context()); err == nil {
@@ -851,7 +710,7 @@ func TestVaultOutageServesOnCachedCredentialsThenRecovers(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { dropRoles(t, []string{cached.Username}) })
 
-	l := startLoad(t, kv(r), 4)
+	l := kvLoad(t, kv(r), 4)
 	time.Sleep(500 * time.Millisecond)
 	bao.stop(t)
 	stopped := time.Now()
@@ -868,16 +727,16 @@ func TestVaultOutageServesOnCachedCredentialsThenRecovers(t *testing.T) {
 		"the health log says why")
 	err = p.Health(t.Context())
 	require.ErrorIs(t, err, credentials.ErrExpired)
-	caps := capabilities(t, r)
+	caps := credtest.Capabilities(t, r)
 	assert.Contains(t, caps["credentials_last_error"], "connection refused", "GetInfo says why renewal failed")
-	calls, failures := l.finish()
+	calls, failures := l.Finish()
 	var early int
 	for _, f := range failures {
 		// Connections close retireAhead (1s) before the expiry; allow a call that began just
 		// before that moment to need a new connection.
-		if f.started.Before(expiry.Add(-1250 * time.Millisecond)) {
+		if f.Started.Before(expiry.Add(-1250 * time.Millisecond)) {
 			early++
-			t.Logf("call failed %s before the credentials expired: %v", expiry.Sub(f.started).Round(time.Millisecond), f.err)
+			t.Logf("call failed %s before the credentials expired: %v", expiry.Sub(f.Started).Round(time.Millisecond), f.Err)
 		}
 	}
 	t.Logf("outage: OpenBao stopped %s before the credentials expired; NOT_SERVING %s before the expiry; %d calls, %d failed before the expiry, %d after",
@@ -900,10 +759,10 @@ func TestVaultOutageServesOnCachedCredentialsThenRecovers(t *testing.T) {
 	t.Cleanup(func() { dropRoles(t, []string{fresh.Username}) })
 	assert.NotEqual(t, cached.Username, fresh.Username)
 	putOne(t, kv(r), "ns", "r", "k", "after the outage")
-	assert.Empty(t, capabilities(t, r)["credentials_last_error"])
+	assert.Empty(t, credtest.Capabilities(t, r)["credentials_last_error"])
 	requireLoginRefused(t, db, cached) // no Vault revoked it: its VALID UNTIL does
 	t.Logf("recovered with new credentials (serial %d) %s after OpenBao came back", creds.serial(), time.Since(restarted).Round(100*time.Millisecond))
-	assertNoSecrets(t, r.Logs.String(), cached.Password.Reveal(), fresh.Password.Reveal(), bao.token)
+	credtest.AssertNoSecrets(t, r.Logs.String(), cached.Password.Reveal(), fresh.Password.Reveal(), bao.token)
 }
 
 // TestCredentialsChangeOnReloadNeedsARestart: a new credentials block is reported as
@@ -919,6 +778,6 @@ func TestCredentialsChangeOnReloadNeedsARestart(t *testing.T) {
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"backend.credentials.source", "backend.credentials.file.path"}, res.GetRestartRequired())
 	assert.Empty(t, res.GetChanged())
-	assert.Equal(t, credentials.KindStatic, capabilities(t, r)["credentials_source"])
+	assert.Equal(t, credentials.KindStatic, credtest.Capabilities(t, r)["credentials_source"])
 	putOne(t, kv(r), "ns", "r", "k", "still static")
 }
