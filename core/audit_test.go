@@ -94,10 +94,12 @@ func TestNewClosesTheAuditFileWhenItFails(t *testing.T) {
 				env[k] = v
 			}
 			lookup := func(name string) (string, bool) { v, ok := env[name]; return v, ok }
-			_, err := core.New(context.Background(), newProbePlugin(), core.Options{
+			p := newProbePlugin()
+			_, err := core.New(context.Background(), p, core.Options{
 				Source: config.Source{LookupEnv: lookup}, LogOutput: &coretest.Buffer{},
 			})
 			require.ErrorContains(t, err, tt.wantErr)
+			assert.Equal(t, 1, p.stops, "the initialized plugin was stopped")
 			_, statErr := os.Stat(path)
 			require.NoError(t, statErr, "the audit file had been opened")
 			assert.NotContains(t, openFiles(t), path, "New closed the audit file on its way out")

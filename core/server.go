@@ -99,7 +99,8 @@ type Server struct {
 }
 
 // New loads configuration (unless given), initializes the plugin, and opens both listeners, so
-// Addr is known before Serve. When it fails, what it opened (listeners, the audit file) is closed.
+// Addr is known before Serve. When it fails, what it opened (listeners, the audit file) is closed
+// and an initialized plugin is stopped.
 func New(ctx context.Context, p Plugin, opts Options) (_ *Server, err error) {
 	s := &Server{
 		plugin:     p,
@@ -147,6 +148,13 @@ func New(ctx context.Context, p Plugin, opts Options) (_ *Server, err error) {
 	if err := p.Initialize(ctx, cfg, env); err != nil {
 		return nil, fmt.Errorf("initialize %s plugin: %w", s.info.Name, err)
 	}
+	// From here a failure must let the plugin release what Initialize took (Stop is safe before
+	// Start).
+	defer func() {
+		if err != nil {
+			_ = p.Stop(context.WithoutCancel(ctx))
+		}
+	}()
 
 	maxMsg := cfg.ControlPlane.MaxRecvMessageBytes
 	if sizer, ok := p.(MessageSizer); ok {
