@@ -3,6 +3,7 @@ package benchkit
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -179,7 +180,9 @@ func serveFloor(addr string, floor FloorFunc) error {
 	select {
 	case <-ctx.Done():
 		srv.Stop()
-		<-served
+		if err := <-served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve: %w", err)
+		}
 		return nil
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
@@ -303,7 +306,7 @@ func startChild(ctx context.Context, path string, mode, env map[string]string) (
 		}
 		path = self
 	}
-	cmd := exec.CommandContext(ctx, path) //nolint:gosec // this very binary, or the plugin binary the operator named
+	cmd := exec.CommandContext(ctx, path)
 	cmd.Env = os.Environ()
 	for k, v := range mode {
 		cmd.Env = append(cmd.Env, k+"="+v)

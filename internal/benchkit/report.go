@@ -249,7 +249,7 @@ var caseMetrics = []Metric{Throughput, P50, P99, ServerCPU, ClientCPU, TotalCPU}
 // SpreadNote explains the cells of every table.
 const SpreadNote = "Cells are the median of the repeats ± half their range. Ratio rows are plugin ÷ direct and plugin ÷ floor\n" +
 	"per column, repeat by repeat: above 1 is more (better for throughput, worse for latency and CPU). CPU/op is\n" +
-	"utime+stime per operation: server from /proc/<pid>/stat of the plugin or floor process, client from getrusage\n" +
+	"utime+stime per operation: server from /proc/PID/stat of the plugin or floor process, client from getrusage\n" +
 	"of the benchmark process (which holds the direct client, and the plugin when it runs in-process)."
 
 // CaseTable is every side of every case, one row each, followed by the plugin ÷ direct and

@@ -273,7 +273,7 @@ func newPool(ctx context.Context, dbURL string, size int) (*pgxpool.Pool, error)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	pc.MaxConns = int32(size) //nolint:gosec // a small constant or a parsed pool size
+	pc.MaxConns = int32(size)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -297,7 +297,7 @@ func (b *bench) preload(ctx context.Context, n int) error {
 
 // pick spreads call i over n records: a fixed permutation-like walk, the same on every side and
 // safe to compute from any goroutine.
-func pick(i, n int) int { return int((uint64(i) * 2654435761) % uint64(n)) } //nolint:gosec // i is never negative
+func pick(i, n int) int { return int((uint64(i) * 2654435761) % uint64(n)) }
 
 // side is one side's calls.
 type side struct {
@@ -350,7 +350,7 @@ func (b *bench) sides() []side {
 				return err
 			},
 			scan: func(ctx context.Context, pageSize int) error {
-				resp, err := client.Scan(ctx, &keyvaluev1.ScanRequest{Namespace: namespace, PageSize: int32(pageSize)}) //nolint:gosec // at most 1000
+				resp, err := client.Scan(ctx, &keyvaluev1.ScanRequest{Namespace: namespace, PageSize: int32(pageSize)})
 				if err == nil && len(resp.GetRecords()) != min(pageSize, len(b.ids)) {
 					err = fmt.Errorf("scan page of %d: got %d records", pageSize, len(resp.GetRecords()))
 				}
