@@ -253,7 +253,7 @@ func run(s settings) error {
 		window, batchSize, s.records)
 	if openBasis != nil && len(s.OpenRates) > 0 {
 		fmt.Printf("Open-loop rows: calls arrive at the rate shown (%v of the slowest side's maximum at concurrency %d), up to %d\n"+
-			"in flight; latency counts from each call's scheduled time, so queueing shows.\n", s.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
+			"in flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n", s.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
 	}
 	fmt.Println("targets: PublishStream >= 0.8x direct; Subscribe >= 0.8x direct; unary plugin CPU/op <= 1.2x floor, p50 at conc 1 <= 1.2x floor")
 	if err := b.sweeps(ctx); err != nil {

@@ -188,7 +188,7 @@ func run() error {
 	}
 	if openBasis != nil && len(f.OpenRates) > 0 {
 		fmt.Printf("\nOpen-loop rows: calls arrive at the rate shown (%v of the slowest side's maximum at concurrency %d), up to %d in\n"+
-			"flight; latency counts from each call's scheduled time, so queueing shows.\n", f.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
+			"flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n", f.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
 	}
 	fmt.Println("targets: plugin CPU/op <= 1.2x floor; p50 at conc 1 <= 1.2x floor; throughput at 32 >= 0.9x floor; Scan-1000 >= 0.7x direct")
 	if err := b.sweeps(ctx, f); err != nil {
