@@ -95,8 +95,12 @@ func (f *Flags) Describe() string {
 	if f.FloorWorkers > 0 {
 		floor = fmt.Sprintf("with %d stream workers", f.FloorWorkers)
 	}
-	return fmt.Sprintf("%d repeats × %s in %d alternating slices, warmup %s per side; floor server %s",
-		f.Repeats, per, Rounds, f.Warmup, floor)
+	repeats := fmt.Sprintf("%d repeats", f.Repeats)
+	if f.Repeats == 1 {
+		repeats = "1 run"
+	}
+	return fmt.Sprintf("%s × %s in %d alternating slices, warmup %s per side; floor server %s",
+		repeats, per, Rounds, f.Warmup, floor)
 }
 
 // FloorSpec fills the floor options the flags set into spec.

@@ -192,8 +192,14 @@ func (t Table) Write(w io.Writer, markdown bool) error {
 	if len(t.Rows) == 0 {
 		return nil
 	}
-	if t.Title != "" {
+	switch {
+	case t.Title != "":
 		if _, err := fmt.Fprintf(w, "\n%s\n\n", t.Title); err != nil {
+			return err
+		}
+	case markdown:
+		// A Markdown table must not follow a paragraph line directly.
+		if _, err := fmt.Fprintln(w); err != nil {
 			return err
 		}
 	}
