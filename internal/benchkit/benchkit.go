@@ -1,7 +1,10 @@
 // Package benchkit is the harness the plugin benchmarks (postgres/bench, kafka/bench,
-// redis/bench) share: closed-loop load from a number of goroutines, latency samples and their
-// percentiles, plugin-versus-direct comparisons, and starting the plugin under test in this
-// process or in one of its own. It measures and reports; it never judges the numbers.
+// redis/bench) share: closed-loop and open-loop load, latency samples and their percentiles,
+// the CPU time each process spends per operation, cases measured side by side on the direct
+// client, the plugin and the floor (a bare grpc-go server doing the same backend round trip)
+// with repeats and their spread, the tables that print them (aligned or as Markdown), and
+// starting the plugin and the floor in processes of their own. It measures and reports; it
+// never judges the numbers.
 package benchkit
 
 import (
@@ -17,12 +20,13 @@ import (
 	"time"
 )
 
-// Rounds is how many alternating direct/plugin slices Compare splits a case into, so load from
-// elsewhere on the machine falls on both sides alike.
+// Rounds is how many alternating slices Run splits each repeat of a case into (one slice per
+// side in turn), so load from elsewhere on the machine falls on every side alike.
 const Rounds = 4
 
-// Op is one call of a benchmarked operation; i is the call's index, unique across the workers of
-// one Loop (worker w makes calls w, w+conc, w+2*conc, ...).
+// Op is one call of a benchmarked operation; i is the call's index, unique within one Loop or
+// OpenLoop (in Loop, worker w makes calls w, w+conc, w+2*conc, ...). Ops are called from many
+// goroutines at once, so they must not keep per-worker state keyed on i.
 type Op func(ctx context.Context, i int) error
 
 // Result summarizes one side of a case: operations per second and median and 99th-percentile
@@ -37,26 +41,44 @@ type Result struct {
 type Sample struct {
 	Lat     []time.Duration
 	Elapsed time.Duration
+	// Ops, when not zero, is the number of operations done, for runs whose operations are not
+	// one per latency (a consumer reading a topic); otherwise each latency counts perOp.
+	Ops int
+	// Lag holds, for an open loop, how late each call started after its due time: the
+	// harness's own share of the latencies (waking a worker), plus any wait for a free one.
+	Lag []time.Duration
 }
 
-// Merge adds another slice's latencies and elapsed time to s.
+// Merge adds another slice's latencies, operations and elapsed time to s.
 func (s *Sample) Merge(o Sample) {
 	s.Lat = append(s.Lat, o.Lat...)
+	s.Lag = append(s.Lag, o.Lag...)
 	s.Elapsed += o.Elapsed
+	s.Ops += o.Ops
+}
+
+// Count is the number of operations in the sample: Ops when set, else perOp per latency.
+func (s *Sample) Count(perOp int) int {
+	if s.Ops > 0 {
+		return s.Ops
+	}
+	return len(s.Lat) * max(perOp, 1)
 }
 
 // Result summarizes the sample, in which each latency stands for perOp operations (records of a
-// batch, say). It sorts s.Lat.
+// batch, say). It sorts s.Lat. A sample with operations but no latencies has only a throughput.
 func (s *Sample) Result(perOp int) Result {
 	slices.Sort(s.Lat)
-	if len(s.Lat) == 0 {
+	n := s.Count(perOp)
+	if n == 0 || s.Elapsed <= 0 {
 		return Result{}
 	}
-	return Result{
-		Throughput: float64(len(s.Lat)*perOp) / s.Elapsed.Seconds(),
-		P50:        s.Lat[len(s.Lat)/2],
-		P99:        s.Lat[len(s.Lat)*99/100],
+	r := Result{Throughput: float64(n) / s.Elapsed.Seconds()}
+	if len(s.Lat) > 0 {
+		r.P50 = s.Lat[len(s.Lat)/2]
+		r.P99 = s.Lat[len(s.Lat)*99/100]
 	}
+	return r
 }
 
 // Ratio is a/b, or 0 when b is 0, for throughput ratios that must print as a number.
@@ -70,6 +92,13 @@ func Ratio(a, b float64) float64 {
 // Loop calls op from conc goroutines in a closed loop for d and records every call's latency.
 // The first error a worker meets stops that worker; Loop returns all of them joined.
 func Loop(ctx context.Context, op Op, conc int, d time.Duration) (Sample, error) {
+	return LoopCalls(ctx, op, conc, d, 0)
+}
+
+// LoopCalls is Loop that, when calls > 0, makes exactly that many calls in all instead of
+// running for d, so a caller can divide the CPU time of a fixed number of calls.
+func LoopCalls(ctx context.Context, op Op, conc int, d time.Duration, calls int) (Sample, error) {
+	conc = max(conc, 1)
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
@@ -77,10 +106,10 @@ func Loop(ctx context.Context, op Op, conc int, d time.Duration) (Sample, error)
 	lat := make([][]time.Duration, conc)
 	for w := range conc {
 		wg.Go(func() {
-			local := make([]time.Duration, 0, 1<<14)
-			for i := w; ; i += conc {
+			local := make([]time.Duration, 0, 1<<12)
+			for i := w; calls <= 0 || i < calls; i += conc {
 				t0 := time.Now()
-				if t0.After(end) {
+				if calls <= 0 && t0.After(end) {
 					break
 				}
 				if err := op(ctx, i); err != nil {
@@ -98,31 +127,6 @@ func Loop(ctx context.Context, op Op, conc int, d time.Duration) (Sample, error)
 		s.Lat = append(s.Lat, l...)
 	}
 	return s, errors.Join(errs...)
-}
-
-// Compare runs direct and plugin from conc goroutines each in a closed loop: warmup unmeasured
-// (half per side), then Rounds alternating slices adding up to duration per side, measured.
-func Compare(ctx context.Context, direct, plugin Op, conc int, warmup, duration time.Duration) (Result, Result, error) {
-	if _, err := Loop(ctx, direct, conc, warmup/2); err != nil {
-		return Result{}, Result{}, fmt.Errorf("direct: %w", err)
-	}
-	if _, err := Loop(ctx, plugin, conc, warmup/2); err != nil {
-		return Result{}, Result{}, fmt.Errorf("plugin: %w", err)
-	}
-	var d, p Sample
-	for range Rounds {
-		ds, err := Loop(ctx, direct, conc, duration/Rounds)
-		if err != nil {
-			return Result{}, Result{}, fmt.Errorf("direct: %w", err)
-		}
-		ps, err := Loop(ctx, plugin, conc, duration/Rounds)
-		if err != nil {
-			return Result{}, Result{}, fmt.Errorf("plugin: %w", err)
-		}
-		d.Merge(ds)
-		p.Merge(ps)
-	}
-	return d.Result(1), p.Result(1), nil
 }
 
 // Micros formats d as whole microseconds, rounded, for the benchmark tables: "123us".

@@ -1,20 +1,30 @@
-// Command bench compares the kafka plugin with franz-go used directly on the same broker, with the
-// same producer settings on both sides (acks=all, idempotent, the same linger and compression):
+// Command bench measures the kafka plugin against franz-go used directly and against the floor,
+// on the same broker with the same producer settings on every side (acks=all, idempotent, the
+// same linger and compression):
 //
-//   - unary Publish of one 1 KiB record against ProduceSync of one record, at concurrency 1
-//     (latency: the added p50 is the plugin's cost) and 32;
+//   - unary Publish of one 1 KiB record against ProduceSync of one record, at concurrency 1 and
+//     32, then at fixed arrival rates (open loop, 50 % and 80 % of the slowest side's maximum at
+//     concurrency 32);
 //   - PublishStream of 100-record requests against asynchronous Produce, with the same number of
-//     records in flight on both sides (throughput);
-//   - Subscribe acking every message against a plain franz-go group consumer, both reading the
-//     same pre-filled topic from the start (throughput);
+//     records in flight on every side (throughput);
+//   - Subscribe acking every message against a plain franz-go group consumer, each reading the
+//     same pre-filled topic from the start in a fresh group (throughput);
 //   - the security case (benchkit.RunSecurity): unary Publish of one record at concurrency 1
 //     against plaintext, mTLS, and mTLS + one policy + audit to a file (-security: only this).
 //
-// The plugin runs in a process of its own (this binary started again) on a loopback port, as it
-// is deployed, or with -inprocess inside this process. It prints ratios and p50/p99 and never
-// fails on the numbers (it exits non-zero only if it cannot run).
+// The floor is a bare grpc-go server (no interceptors) serving the same Stream messages, whose
+// handlers make the direct side's franz-go calls (ProduceSync, Produce, a group consumer marking
+// acked offsets). The plugin and the floor run in processes of their own (this binary run
+// again), so the CPU time per record of each is read from /proc/<pid>/stat; the benchmark's own
+// from getrusage. Each case is repeated (-repeat) and printed as median ± half the range, with
+// plugin ÷ direct and plugin ÷ floor for throughput, p50, p99 and CPU/op. It never fails on the
+// numbers (it exits non-zero only if it cannot run).
 //
-//	go run ./kafka/bench [-duration 3s] [-linger 0s] [-compression snappy] [-records 100000] [-security]
+// Scaling sweeps are opt-in (-sweep conc,size or all): Publish throughput at concurrency 1, 4,
+// 16, 64 and 256; Publish p50 for 1 KiB, 64 KiB and 1,000,000-byte records (the largest the
+// default limits take). -markdown prints every table as Markdown for the README.
+//
+//	go run ./kafka/bench [-duration 1s] [-repeat 3] [-linger 0s] [-compression snappy] [-records 100000] [-sweep all]
 //
 // Kafka comes from PRISM_TEST_KAFKA_BROKERS (default 127.0.0.1:29092).
 package main
@@ -29,16 +39,15 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
@@ -50,164 +59,210 @@ const (
 	valueBytes  = 1024
 	partitions  = 6
 	batchSize   = 100 // records per PublishStream request
-	window      = 64  // requests (of batchSize records) in flight on both sides
+	window      = 64  // requests (of batchSize records) in flight on every side
 	outstanding = 10_000
 )
 
+// The sweeps -sweep accepts.
+var sweepNames = []string{"conc", "size"}
+
 type settings struct {
-	duration    time.Duration
-	warmup      time.Duration
+	*benchkit.Flags
 	linger      time.Duration
 	compression string
 	records     int
-	inProcess   bool
 	only        string
+	conc        int
 	brokers     []string
-	// securityOnly runs only the security case; securityDuration is its time per mode.
+	// securityOnly runs only the security case; securityDuration is its time per mode (0: skip).
 	securityOnly     bool
 	securityDuration time.Duration
 }
 
 func main() {
-	if os.Getenv(benchkit.PluginProcessEnv) != "" {
-		os.Exit(core.Run(nil, kafkastream.New()))
+	if code, ok := benchkit.Child(func() core.Plugin { return kafkastream.New() }, registerFloor); ok {
+		os.Exit(code)
 	}
-	var s settings
-	flag.DurationVar(&s.duration, "duration", 3*time.Second, "measured time per side per case")
-	flag.DurationVar(&s.warmup, "warmup", 500*time.Millisecond, "unmeasured time before each case")
-	flag.DurationVar(&s.linger, "linger", 0, "producer linger on both sides")
-	flag.StringVar(&s.compression, "compression", kafkastream.CompressionSnappy, "producer compression on both sides")
+	s := settings{Flags: benchkit.Register(flag.CommandLine, benchkit.Config{Duration: time.Second, Warmup: 300 * time.Millisecond, Repeats: 3}, sweepNames)}
+	flag.DurationVar(&s.linger, "linger", 0, "producer linger on every side")
+	flag.StringVar(&s.compression, "compression", kafkastream.CompressionSnappy, "producer compression on every side")
 	flag.IntVar(&s.records, "records", 100_000, "records each consumer reads in the Subscribe case")
-	flag.BoolVar(&s.inProcess, "inprocess", false, "serve the plugin inside the benchmark's process")
-	flag.StringVar(&s.only, "only", "", "run only the cases whose name starts with this (Publish, PublishStream, Subscribe, ref)")
+	flag.StringVar(&s.only, "only", "", "run only the cases whose name starts with this (Publish, PublishStream, Subscribe)")
+	flag.IntVar(&s.conc, "conc", 0, "run unary Publish at only this concurrency (default: 1 and 32)")
 	flag.BoolVar(&s.securityOnly, "security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
-	flag.DurationVar(&s.securityDuration, "security-duration", 5*time.Second, "measured time per mode in the security case")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.DurationVar(&s.securityDuration, "security-duration", 5*time.Second, "measured time per mode in the security case (0: skip it)")
 	flag.Parse()
-	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	err := s.Validate()
+	stopProfile := func() {}
+	if err == nil {
+		stopProfile, err = benchkit.StartCPUProfile(s.CPUProfile)
 	}
-	defer stopProfile()
 	s.brokers = []string{"127.0.0.1:29092"}
 	if v := os.Getenv("PRISM_TEST_KAFKA_BROKERS"); v != "" {
 		s.brokers = strings.Split(v, ",")
 	}
-	if err := run(s); err != nil {
+	if err == nil {
+		err = run(s)
+	}
+	stopProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		stopProfile()
 		os.Exit(1)
 	}
+}
+
+// newProducer is the franz-go client of the direct side and of the floor.
+func newProducer(brokers []string, linger time.Duration, compression string) (*kgo.Client, error) {
+	codec, err := codecOf(compression)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(brokers...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(linger),
+		kgo.ProducerBatchCompression(codec),
+		kgo.ProducerBatchMaxBytes(1<<20),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// bench holds the sides' clients.
+type bench struct {
+	s             settings
+	direct        *kgo.Client
+	adm           *kadm.Client
+	plugin, floor *benchkit.Server
+	topic         string
+	value         []byte
 }
 
 func run(s settings) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	codec, err := codecOf(s.compression)
+	direct, err := newProducer(s.brokers, s.linger, s.compression)
 	if err != nil {
 		return err
 	}
-	direct, err := kgo.NewClient(
-		kgo.SeedBrokers(s.brokers...),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(s.linger),
-		kgo.ProducerBatchCompression(codec),
-		kgo.ProducerBatchMaxBytes(1<<20),
-	)
-	if err != nil {
-		return fmt.Errorf("create kafka client: %w", err)
-	}
 	defer direct.Close()
-	adm := kadm.NewClient(direct)
-	topic := "prism-bench-" + randomHex()
-	if err := createTopic(ctx, adm, topic); err != nil {
+	b := &bench{s: s, direct: direct, adm: kadm.NewClient(direct), topic: "prism-bench-" + randomHex()}
+	if err := createTopic(ctx, b.adm, b.topic); err != nil {
 		return err
 	}
 	defer func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer dcancel()
-		_, _ = adm.DeleteTopics(dctx, topic)
+		_, _ = b.adm.DeleteTopics(dctx, b.topic)
 	}()
 
-	value := make([]byte, valueBytes)
-	_, _ = rand.Read(value) // incompressible, so compression settings cannot flatter either side
+	b.value = make([]byte, valueBytes)
+	_, _ = rand.Read(b.value) // incompressible, so compression settings cannot flatter any side
 	if s.securityOnly {
-		return runSecurity(ctx, s, topic, value)
+		return runSecurity(ctx, s, b.topic, b.value)
 	}
 
-	conn, stop, err := benchkit.StartPlugin(ctx, pluginSpec(s))
+	spec := pluginSpec(s)
+	spec.CPUProfile = s.PluginCPUProfile
+	if b.plugin, err = benchkit.StartPluginServer(ctx, spec); err != nil {
+		return err
+	}
+	defer b.plugin.Close()
+	b.floor, err = benchkit.StartFloor(ctx, s.FloorSpec(benchkit.FloorSpec{
+		Env: map[string]string{
+			floorBrokersEnv:     strings.Join(s.brokers, ","),
+			floorLingerEnv:      s.linger.String(),
+			floorCompressionEnv: s.compression,
+		},
+		Service: streamv1.StreamService_ServiceDesc.ServiceName,
+		Timeout: 20 * time.Second,
+		Backend: "Kafka at " + strings.Join(s.brokers, ","),
+	}))
 	if err != nil {
 		return err
 	}
-	defer stop()
-	plugin := streamv1.NewStreamServiceClient(conn)
+	defer b.floor.Close()
 
 	where := "its own process"
-	if s.inProcess {
+	if s.InProcess {
 		where = "this process"
 	}
-	fmt.Printf("kafka plugin vs direct franz-go: brokers %s, %d CPUs, load average %s, %s per side per case,\n"+
-		"plugin in %s, gRPC over loopback, 1 KiB records, acks=all, idempotent, linger %s, compression %s\n\n",
-		strings.Join(s.brokers, ","), runtime.NumCPU(), benchkit.LoadAverage(), s.duration, where, s.linger, s.compression)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	_, _ = fmt.Fprintln(tw, "case\tconc\tdirect rec/s\tplugin rec/s\tratio\tdirect p50\tplugin p50\tadded p50\tdirect p99\tplugin p99\t")
-	row := func(name string, conc int, d, p benchkit.Result) {
-		_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", name, conc, d.Throughput, p.Throughput,
-			benchkit.Ratio(p.Throughput, d.Throughput), benchkit.Micros(d.P50), benchkit.Micros(p.P50),
-			benchkit.Micros(p.P50-d.P50), benchkit.Micros(d.P99), benchkit.Micros(p.P99))
-	}
+	fmt.Printf("kafka plugin vs direct franz-go vs floor (bare grpc-go + the same franz-go calls): brokers %s, %d CPUs,\n"+
+		"load average %s, plugin in %s, floor in its own process, 1 KiB records, acks=all, idempotent, linger %s,\n"+
+		"compression %s;\n%s\n",
+		strings.Join(s.brokers, ","), runtime.NumCPU(), benchkit.LoadAverage(), where, s.linger, s.compression, s.Describe())
 
-	// Unary Publish of one record against ProduceSync of one record.
-	produceOne := func(ctx context.Context, _ int) error {
-		return direct.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: value}).FirstErr()
-	}
-	publishOne := func(ctx context.Context, _ int) error {
-		_, err := plugin.Publish(ctx, &streamv1.PublishRequest{Topic: topic, Records: []*streamv1.Record{{Value: value}}})
-		return err
-	}
 	want := func(name string) bool { return strings.HasPrefix(name, s.only) }
-	if want("ref") {
-		// Reference: the bare gRPC round trip to the plugin (a health check) against ProduceSync.
-		health := healthpb.NewHealthClient(conn)
-		hop := func(ctx context.Context, _ int) error {
-			_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+	concs := []int{1, 32}
+	if s.conc != 0 {
+		concs = []int{s.conc}
+	}
+	var results []benchkit.CaseResult
+	measure := func(c benchkit.Case) (benchkit.CaseResult, error) {
+		r, err := benchkit.Run(ctx, s.Config, c)
+		if err != nil {
+			return r, fmt.Errorf("%s at %d: %w", c.Name, c.Conc, err)
+		}
+		results = append(results, r)
+		return r, nil
+	}
+	var openBasis *benchkit.CaseResult
+	if want("Publish 1x") {
+		for _, conc := range concs {
+			r, err := measure(b.publishCase("Publish 1x1KiB", conc, 0, b.value))
+			if err != nil {
+				return err
+			}
+			if openBasis == nil || conc > openBasis.Conc {
+				openBasis = &r
+			}
+		}
+	}
+	if want("PublishStream") {
+		if _, err := measure(b.publishStreamCase()); err != nil {
 			return err
 		}
-		for _, conc := range []int{1, 32} {
-			d, p, err := benchkit.Compare(ctx, produceOne, hop, conc, s.warmup, s.duration/2)
-			if err != nil {
-				return fmt.Errorf("ref: %w", err)
-			}
-			row("ref: gRPC hop only", conc, d, p)
-		}
-	}
-	for _, conc := range []int{1, 32} {
-		if !want("Publish 1x") || s.only == "PublishStream" {
-			break
-		}
-		d, p, err := benchkit.Compare(ctx, produceOne, publishOne, conc, s.warmup, s.duration)
-		if err != nil {
-			return fmt.Errorf("publish: %w", err)
-		}
-		row("Publish 1x1KiB", conc, d, p)
-	}
-
-	if err := publishStreamCase(ctx, s, direct, plugin, topic, value, row, want); err != nil {
-		return err
 	}
 	if want("Subscribe") {
-		if err := subscribeCase(ctx, s, adm, direct, plugin, value, tw); err != nil {
+		c, cleanup, err := b.subscribeCase(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = measure(c)
+		cleanup()
+		if err != nil {
 			return err
 		}
 	}
-	if err := tw.Flush(); err != nil {
+	if openBasis != nil {
+		for _, c := range s.OpenCases(*openBasis, func(rate float64, label string) benchkit.Case {
+			return b.publishCase("Publish 1x1KiB open "+label, openBasis.Conc, rate, b.value)
+		}) {
+			if _, err := measure(c); err != nil {
+				return err
+			}
+		}
+	}
+	if err := benchkit.CaseTable("", results).Write(os.Stdout, s.Markdown); err != nil {
 		return err
 	}
-	fmt.Println("\nPublishStream rows count records; p50/p99 there are per 100-record request. Subscribe rows count records")
-	fmt.Printf("read (and acked, through the plugin) from a %d-record topic, timed from subscribing, group join included.\n", s.records)
-	fmt.Println("targets: PublishStream ratio >= 0.90x; Subscribe ratio >= 0.80x; Publish added p50 <= 150us at conc 1 (linger 0)")
-	return runSecurity(ctx, s, topic, value)
+	fmt.Printf("\nPublishStream: %d requests of %d records in flight on every side; p50/p99 per request. Subscribe: records\n"+
+		"read (and acked, through plugin and floor) from a %d-record topic from its start, group join included.\n",
+		window, batchSize, s.records)
+	if openBasis != nil && len(s.OpenRates) > 0 {
+		fmt.Printf("Open-loop rows: calls arrive at the rate shown (%v of the slowest side's maximum at concurrency %d), up to %d\n"+
+			"in flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n", s.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
+	}
+	fmt.Println("targets: PublishStream >= 0.8x direct; Subscribe >= 0.8x direct; unary plugin CPU/op <= 1.2x floor, p50 at conc 1 <= 1.2x floor")
+	if err := b.sweeps(ctx); err != nil {
+		return err
+	}
+	if s.securityDuration <= 0 {
+		return nil
+	}
+	return runSecurity(ctx, s, b.topic, b.value)
 }
 
 // pluginSpec is how every case starts the plugin.
@@ -223,14 +278,145 @@ func pluginSpec(s settings) benchkit.PluginSpec {
 			"PRISM_LIMITS_DEFAULT_OUTSTANDING_MESSAGES": "1000",
 		},
 		Service:   streamv1.StreamService_ServiceDesc.ServiceName,
-		InProcess: s.inProcess,
+		InProcess: s.InProcess,
 		Timeout:   20 * time.Second,
 		Backend:   "Kafka at " + strings.Join(s.brokers, ","),
 	}
 }
 
+// grpcSides are the floor and the plugin with a Stream client on each.
+func (b *bench) grpcSides() []struct {
+	name   string
+	server *benchkit.Server
+	client streamv1.StreamServiceClient
+} {
+	return []struct {
+		name   string
+		server *benchkit.Server
+		client streamv1.StreamServiceClient
+	}{
+		{benchkit.Floor, b.floor, streamv1.NewStreamServiceClient(b.floor.Conn)},
+		{benchkit.Plugin, b.plugin, streamv1.NewStreamServiceClient(b.plugin.Conn)},
+	}
+}
+
+// publishCase is unary Publish of one record of value at conc (or at rate calls per second,
+// open loop).
+func (b *bench) publishCase(name string, conc int, rate float64, value []byte) benchkit.Case {
+	c := benchkit.Case{Name: name, Conc: conc, Rate: rate, Sides: []benchkit.Side{{
+		Name: benchkit.Direct,
+		Op: func(ctx context.Context, _ int) error {
+			return b.direct.ProduceSync(ctx, &kgo.Record{Topic: b.topic, Value: value}).FirstErr()
+		},
+	}}}
+	for _, g := range b.grpcSides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: g.name, Server: g.server, Op: func(ctx context.Context, _ int) error {
+			_, err := g.client.Publish(ctx, &streamv1.PublishRequest{Topic: b.topic, Records: []*streamv1.Record{{Value: value}}})
+			return err
+		}})
+	}
+	return c
+}
+
+// publishStreamCase is pipelined publishing with the same records in flight on every side.
+func (b *bench) publishStreamCase() benchkit.Case {
+	c := benchkit.Case{Name: fmt.Sprintf("PublishStream %dx1KiB", batchSize), Conc: window, PerOp: batchSize, Unit: "records",
+		Sides: []benchkit.Side{{
+			Name: benchkit.Direct,
+			Run: func(ctx context.Context, d time.Duration) (benchkit.Sample, error) {
+				return produceAsync(ctx, b.direct, b.topic, b.value, d)
+			},
+		}}}
+	for _, g := range b.grpcSides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: g.name, Server: g.server, Run: func(ctx context.Context, d time.Duration) (benchkit.Sample, error) {
+			return publishStream(ctx, g.client, b.topic, b.value, d)
+		}})
+	}
+	return c
+}
+
+// subscribeCase fills a topic of its own and reads all of it once per side per repeat, each
+// time in a fresh group; cleanup deletes the topic.
+func (b *bench) subscribeCase(ctx context.Context) (benchkit.Case, func(), error) {
+	topic := "prism-bench-sub-" + randomHex()
+	if err := createTopic(ctx, b.adm, topic); err != nil {
+		return benchkit.Case{}, nil, err
+	}
+	cleanup := func() {
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer dcancel()
+		_, _ = b.adm.DeleteTopics(dctx, topic)
+	}
+	if err := fill(ctx, b.direct, topic, b.value, b.s.records); err != nil {
+		cleanup()
+		return benchkit.Case{}, nil, err
+	}
+	n := b.s.records
+	c := benchkit.Case{Name: "Subscribe+ack 1KiB", Conc: 1, Unit: "records", Slices: 1, NoWarmup: true,
+		Sides: []benchkit.Side{{
+			Name: benchkit.Direct,
+			Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
+				return consumeDirect(ctx, b.s.brokers, topic, n)
+			},
+		}}}
+	for _, g := range b.grpcSides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: g.name, Server: g.server, Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
+			return consumeStream(ctx, g.client, topic, n)
+		}})
+	}
+	return c, cleanup, nil
+}
+
+// sweeps runs the scaling sweeps asked for and prints a table for each.
+func (b *bench) sweeps(ctx context.Context) error {
+	type point struct {
+		label string
+		c     benchkit.Case
+	}
+	runSweep := func(title, param string, points []point, metrics ...benchkit.Metric) error {
+		var labels []string
+		var results []benchkit.CaseResult
+		for _, p := range points {
+			r, err := benchkit.Run(ctx, b.s.Config, p.c)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", title, p.label, err)
+			}
+			labels = append(labels, p.label)
+			results = append(results, r)
+		}
+		return benchkit.SweepTable(title, param, labels, results, metrics...).Write(os.Stdout, b.s.Markdown)
+	}
+	if b.s.Sweep("conc") {
+		var points []point
+		for _, conc := range []int{1, 4, 16, 64, 256} {
+			points = append(points, point{strconv.Itoa(conc), b.publishCase("Publish 1x1KiB", conc, 0, b.value)})
+		}
+		if err := runSweep("Publish of one 1 KiB record: throughput vs concurrency", "concurrency", points, benchkit.Throughput, benchkit.P50); err != nil {
+			return err
+		}
+	}
+	if b.s.Sweep("size") {
+		var points []point
+		for _, size := range []struct {
+			label string
+			n     int
+		}{{"1 KiB", 1 << 10}, {"64 KiB", 64 << 10}, {"1,000,000 B", 1_000_000}} {
+			v := make([]byte, size.n)
+			_, _ = rand.Read(v)
+			points = append(points, point{size.label, b.publishCase("Publish "+size.label, 1, 0, v)})
+		}
+		if err := runSweep("Publish of one record at concurrency 1: p50 vs value size", "value", points, benchkit.P50, benchkit.Throughput); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // runSecurity measures the Publish of one 1 KiB record in the three security modes.
 func runSecurity(ctx context.Context, s settings, topic string, value []byte) error {
+	if s.securityDuration <= 0 {
+		return errors.New("-security-duration: must be positive with -security")
+	}
 	return benchkit.RunSecurity(ctx, os.Stdout, benchkit.SecuritySpec{
 		Plugin:    pluginSpec(s),
 		Name:      "Stream Publish 1x1KiB",
@@ -243,63 +429,8 @@ func runSecurity(ctx context.Context, s settings, topic string, value []byte) er
 			}
 		},
 		Duration: s.securityDuration,
-		Warmup:   s.warmup,
+		Warmup:   s.Warmup,
 	})
-}
-
-// publishStreamCase compares pipelined publishing with the same records in flight on both sides.
-func publishStreamCase(ctx context.Context, s settings, direct *kgo.Client, plugin streamv1.StreamServiceClient, topic string, value []byte, row func(string, int, benchkit.Result, benchkit.Result), want func(string) bool) error {
-	if !want("PublishStream") {
-		return nil
-	}
-	var d, p benchkit.Sample
-	if _, err := produceAsync(ctx, direct, topic, value, s.warmup/2); err != nil {
-		return fmt.Errorf("direct produce: %w", err)
-	}
-	if _, err := publishStream(ctx, plugin, topic, value, s.warmup/2); err != nil {
-		return fmt.Errorf("PublishStream: %w", err)
-	}
-	for range benchkit.Rounds {
-		ds, err := produceAsync(ctx, direct, topic, value, s.duration/benchkit.Rounds)
-		if err != nil {
-			return fmt.Errorf("direct produce: %w", err)
-		}
-		ps, err := publishStream(ctx, plugin, topic, value, s.duration/benchkit.Rounds)
-		if err != nil {
-			return fmt.Errorf("PublishStream: %w", err)
-		}
-		d.Merge(ds)
-		p.Merge(ps)
-	}
-	row(fmt.Sprintf("PublishStream %dx1KiB", batchSize), window, d.Result(batchSize), p.Result(batchSize))
-	return nil
-}
-
-// subscribeCase compares consuming: both read the same pre-filled topic from its start in fresh
-// groups.
-func subscribeCase(ctx context.Context, s settings, adm *kadm.Client, direct *kgo.Client, plugin streamv1.StreamServiceClient, value []byte, tw *tabwriter.Writer) error {
-	subTopic := "prism-bench-sub-" + randomHex()
-	if err := createTopic(ctx, adm, subTopic); err != nil {
-		return err
-	}
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer dcancel()
-		_, _ = adm.DeleteTopics(dctx, subTopic)
-	}()
-	if err := fill(ctx, direct, subTopic, value, s.records); err != nil {
-		return err
-	}
-	dc, err := consumeDirect(ctx, s, subTopic, s.records)
-	if err != nil {
-		return fmt.Errorf("direct consumer: %w", err)
-	}
-	pc, err := consumePlugin(ctx, plugin, subTopic, s.records)
-	if err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
-	_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t\t\t\t\t\t\n", "Subscribe+ack 1KiB", 1, dc, pc, benchkit.Ratio(pc, dc))
-	return nil
 }
 
 func codecOf(name string) (kgo.CompressionCodec, error) {
@@ -457,18 +588,18 @@ func fill(ctx context.Context, cl *kgo.Client, topic string, value []byte, n int
 	return nil
 }
 
-// consumeDirect reads n records with a plain franz-go group consumer (autocommit) and returns
-// records per second, timed from creating the consumer.
-func consumeDirect(ctx context.Context, s settings, topic string, n int) (float64, error) {
+// consumeDirect reads n records with a plain franz-go group consumer (autocommit) in a fresh
+// group, timed from creating the consumer.
+func consumeDirect(ctx context.Context, brokers []string, topic string, n int) (benchkit.Sample, error) {
 	start := time.Now()
 	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(s.brokers...),
+		kgo.SeedBrokers(brokers...),
 		kgo.ConsumerGroup("prism-bench-direct-"+randomHex()),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 	)
 	if err != nil {
-		return 0, err
+		return benchkit.Sample{}, err
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -477,39 +608,39 @@ func consumeDirect(ctx context.Context, s settings, topic string, n int) (float6
 	for got < n {
 		f := cl.PollFetches(ctx)
 		if err := f.Err0(); err != nil {
-			return 0, err
+			return benchkit.Sample{}, err
 		}
 		got += f.NumRecords()
 	}
 	elapsed := time.Since(start)
 	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
-		return 0, err
+		return benchkit.Sample{}, err
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return benchkit.Sample{Ops: n, Elapsed: elapsed}, nil
 }
 
-// consumePlugin reads n records through Subscribe, acking every response, and returns records per
-// second, timed from opening the stream.
-func consumePlugin(ctx context.Context, client streamv1.StreamServiceClient, topic string, n int) (float64, error) {
+// consumeStream reads n records through Subscribe in a fresh group, acking every response,
+// timed from opening the stream.
+func consumeStream(ctx context.Context, client streamv1.StreamServiceClient, topic string, n int) (benchkit.Sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	start := time.Now()
 	stream, err := client.Subscribe(ctx)
 	if err != nil {
-		return 0, err
+		return benchkit.Sample{}, err
 	}
 	err = stream.Send(&streamv1.SubscribeRequest{Subscription: &streamv1.Subscription{
-		Topics: []string{topic}, Group: "prism-bench-plugin-" + randomHex(),
+		Topics: []string{topic}, Group: "prism-bench-stream-" + randomHex(),
 		Start: streamv1.StartPosition_START_POSITION_EARLIEST, MaxOutstandingMessages: outstanding,
 	}})
 	if err != nil {
-		return 0, err
+		return benchkit.Sample{}, err
 	}
 	got := 0
 	for got < n {
 		resp, err := stream.Recv()
 		if err != nil {
-			return 0, err
+			return benchkit.Sample{}, err
 		}
 		msgs := resp.GetMessages()
 		if len(msgs) == 0 {
@@ -521,7 +652,7 @@ func consumePlugin(ctx context.Context, client streamv1.StreamServiceClient, top
 			ids[i] = m.GetAckId()
 		}
 		if err := stream.Send(&streamv1.SubscribeRequest{Ack: &streamv1.AckIds{AckIds: ids}}); err != nil {
-			return 0, err
+			return benchkit.Sample{}, err
 		}
 	}
 	elapsed := time.Since(start)
@@ -531,7 +662,7 @@ func consumePlugin(ctx context.Context, client streamv1.StreamServiceClient, top
 			break
 		}
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return benchkit.Sample{Ops: n, Elapsed: elapsed}, nil
 }
 
 func cmpOr(a, b error) error {

@@ -1,12 +1,24 @@
-// Command bench measures what the postgres plugin adds on top of PostgreSQL: Get and Put of
-// 1 KiB values through the plugin (gRPC, in-process server) and through the same Store code
-// and SQL called directly on a pgx pool, at concurrency 1 and 32. It prints p50/p99 latency,
-// throughput and the plugin ÷ direct ratios. It reports; it never fails on a missed target.
+// Command bench measures the postgres plugin against the same work done directly and against
+// the floor, on a database of its own: Get and Put of one 1 KiB item on a random record at
+// concurrency 1 and 32, then Get at fixed arrival rates (open loop, 50 % and 80 % of the slowest
+// side's maximum at concurrency 32). Direct is the plugin's own Store (the same SQL) on a pgx
+// pool of the same size, no gRPC; the floor is a bare grpc-go server (no interceptors) serving
+// the same KeyValue messages whose handlers run one minimal SQL statement each. The plugin and
+// the floor run in processes of their own (this binary run again), so the CPU time per
+// operation of each is read from /proc/<pid>/stat; the benchmark's own from getrusage. Each case
+// is repeated (-repeat) and printed as median ± half the range, with plugin ÷ direct and
+// plugin ÷ floor for throughput, p50, p99 and CPU/op. It never fails on the numbers (it exits
+// non-zero only if it cannot run).
+//
+// Scaling sweeps are opt-in (-sweep conc,size,scan or all): Get throughput at concurrency 1, 4,
+// 16, 64 and 256; Get p50 for 1 KiB, 64 KiB and 1 MiB items; Scan pages of 10, 100 and 1000
+// items. -markdown prints every table as Markdown for the README; -raw adds a raw-pgx side (one
+// minimal statement, no gRPC).
 //
 // It ends with the security case (benchkit.RunSecurity): Get at concurrency 1 against plaintext,
 // mTLS, and mTLS + one policy + audit to a file; -security runs only that case.
 //
-//	go run ./postgres/bench [-duration 3s] [-records 1000] [-security]
+//	go run ./postgres/bench [-duration 1s] [-repeat 3] [-records 1000] [-sweep all] [-markdown] [-only Get]
 //
 // The database comes from PRISM_TEST_POSTGRES_URL (default: the `make services` PostgreSQL);
 // the benchmark creates its own database there and drops it at the end.
@@ -16,29 +28,20 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"math"
-	mrand "math/rand/v2"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/trace"
-	"slices"
+	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
@@ -47,57 +50,61 @@ import (
 	"github.com/prism-gateway/plugins/postgres/postgreskv"
 )
 
-const namespace = "bench"
+const (
+	namespace = "bench"
+	// sizeNamespace holds the size sweep's records, apart from the ones Scan pages through.
+	sizeNamespace = "bench-size"
+	// poolSize is the pgx pool of every side.
+	poolSize = 32
+	// rawSide is the optional side that runs the floor's minimal SQL without gRPC (-raw).
+	rawSide = "raw-pgx"
+)
+
+// The sweeps -sweep accepts.
+var sweepNames = []string{"conc", "size", "scan"}
+
+// itemKey is the key of the one item every benchmark record holds.
+var itemKey = []byte("item")
 
 func main() {
+	if code, ok := benchkit.Child(func() core.Plugin { return postgreskv.New() }, registerFloor); ok {
+		os.Exit(code)
+	}
 	if err := run(); err != nil {
 		_, _ = fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-// result is one measured case; its sample's latencies are sorted.
-type result struct {
-	op, path string
-	conc     int
-	benchkit.Sample
-}
-
-func (r result) throughput() float64 { return float64(len(r.Lat)) / r.Elapsed.Seconds() }
-
-// pct is the nearest-rank percentile p (0 < p <= 1) of the latencies.
-func (r result) pct(p float64) time.Duration {
-	if len(r.Lat) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p*float64(len(r.Lat)))) - 1
-	return r.Lat[max(i, 0)]
-}
-
 func run() error {
-	duration := flag.Duration("duration", 3*time.Second, "measuring time per case")
-	warmup := flag.Duration("warmup", 500*time.Millisecond, "unmeasured time before each case")
-	records := flag.Int("records", 1000, "records preloaded (one 1 KiB item each)")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	traceFile := flag.String("trace", "", "write a runtime execution trace of the whole run to this file")
-	execPath := flag.String("exec", "", "run this plugin binary (e.g. bin/postgres-plugin) as a separate process instead of in-process")
-	conns := flag.Int("conns", 1, "gRPC client connections the workers share round-robin")
-	only := flag.String("only", "", "run only cases whose op/conc/path contains this, e.g. get/32/plugin")
-	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case")
+	f := benchkit.Register(flag.CommandLine, benchkit.Config{Duration: time.Second, Warmup: 300 * time.Millisecond, Repeats: 3}, sweepNames)
+	records := flag.Int("records", 1000, "records preloaded (one 1 KiB item each); Scan pages of 1000 need at least 1000")
+	traceFile := flag.String("trace", "", "write a runtime execution trace of the benchmark process to this file")
+	execPath := flag.String("exec", "", "run this plugin binary (e.g. bin/postgres-plugin) as the plugin's process instead of this binary")
+	only := flag.String("only", "", "run only the cases whose name starts with this (Get, Put)")
+	conc := flag.Int("conc", 0, "run the main cases at only this concurrency (default: 1 and 32)")
+	raw := flag.Bool("raw", false, "add a raw-pgx side: the floor's minimal SQL on a pgx pool, no gRPC")
+	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case (0: skip it)")
 	securityOnly := flag.Bool("security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
 	flag.Parse()
-	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	if *records < 1 {
+		return fmt.Errorf("-records: must be positive, got %d", *records)
+	}
+	stopProfile, err := benchkit.StartCPUProfile(f.CPUProfile)
 	if err != nil {
 		return err
 	}
 	defer stopProfile()
 	if *traceFile != "" {
-		f, err := os.Create(*traceFile)
+		tf, err := os.Create(*traceFile)
 		if err != nil {
 			return fmt.Errorf("create trace: %w", err)
 		}
-		defer func() { _ = f.Close() }()
-		if err := trace.Start(f); err != nil {
+		defer func() { _ = tf.Close() }()
+		if err := trace.Start(tf); err != nil {
 			return fmt.Errorf("start trace: %w", err)
 		}
 		defer trace.Stop()
@@ -113,180 +120,381 @@ func run() error {
 		return err
 	}
 	defer drop()
+	if *securityOnly {
+		return runSecurity(ctx, dbURL, "", *securityDuration, f.Warmup)
+	}
 
-	const poolSize = 32
-	var addr string
-	if *execPath != "" {
-		a, stopPlugin, err := execPlugin(ctx, *execPath, dbURL, poolSize)
-		if err != nil {
-			return err
-		}
-		defer stopPlugin()
-		addr = a
-	} else {
-		srv, err := startPlugin(ctx, dbURL, poolSize)
-		if err != nil {
-			return err
-		}
-		serveCtx, stop := context.WithCancel(ctx)
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(serveCtx) }()
-		defer func() {
-			stop()
-			if err := <-served; err != nil {
-				_, _ = fmt.Fprintln(os.Stderr, "bench: plugin stopped with:", err)
-			}
-		}()
-		addr = srv.Addr().String()
-	}
-	clients := make([]keyvaluev1.KeyValueServiceClient, max(*conns, 1))
-	healths := make([]healthpb.HealthClient, len(clients))
-	for i := range clients {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return fmt.Errorf("dial plugin: %w", err)
-		}
-		defer func() { _ = conn.Close() }()
-		clients[i] = keyvaluev1.NewKeyValueServiceClient(conn)
-		healths[i] = healthpb.NewHealthClient(conn)
-		if err := waitReady(ctx, clients[i]); err != nil {
-			return err
-		}
-	}
-	var next atomic.Uint64
-	client := func() keyvaluev1.KeyValueServiceClient { return clients[next.Add(1)%uint64(len(clients))] }
-	health := func() healthpb.HealthClient { return healths[next.Add(1)%uint64(len(healths))] }
-
-	pc, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		return fmt.Errorf("parse database url: %w", err)
-	}
-	pc.MaxConns = poolSize
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer pool.Close()
-	// The plugin has migrated the database by now; the direct path reuses its schema and key.
-	key, err := postgreskv.Migrate(ctx, pool)
+	b, err := start(ctx, f, dbURL, *execPath, *raw)
 	if err != nil {
 		return err
 	}
-	store := postgreskv.NewStore(pool, key, func() time.Duration { return 24 * time.Hour })
+	defer b.close()
+	if err := b.preload(ctx, *records); err != nil {
+		return err
+	}
+	where := "its own process"
+	switch {
+	case f.InProcess:
+		where = "this process"
+	case *execPath != "":
+		where = "its own process (" + *execPath + ")"
+	}
+	fmt.Printf("postgres plugin vs direct Store vs floor (bare grpc-go + one minimal SQL statement): %d records of one\n"+
+		"1 KiB item, %d CPUs, load average %s, plugin in %s, floor in its own process, pgx pool %d on every side;\n%s\n",
+		*records, runtime.NumCPU(), benchkit.LoadAverage(), where, poolSize, f.Describe())
 
-	value := make([]byte, 1024)
-	_, _ = rand.Read(value)
-	id := func(i int) string { return fmt.Sprintf("record-%06d", i) }
-	for i := range *records {
-		if _, err := store.Put(ctx, postgreskv.PutRequest{Namespace: namespace, ID: id(i), Items: []postgreskv.PutItem{{Key: []byte("item"), Value: value}}}); err != nil {
-			return fmt.Errorf("preload: %w", err)
+	want := func(name string) bool { return strings.HasPrefix(name, *only) }
+	concs := []int{1, 32}
+	if *conc != 0 {
+		concs = []int{*conc}
+	}
+	var results []benchkit.CaseResult
+	measure := func(c benchkit.Case) (benchkit.CaseResult, error) {
+		r, err := benchkit.Run(ctx, f.Config, c)
+		if err != nil {
+			return r, fmt.Errorf("%s at %d: %w", c.Name, c.Conc, err)
 		}
+		results = append(results, r)
+		return r, nil
 	}
-
-	type path struct {
-		name string
-		get  func(ctx context.Context, id string) error
-		put  func(ctx context.Context, id string) error
-	}
-	paths := []path{
-		{
-			name: "plugin",
-			get: func(ctx context.Context, id string) error {
-				_, err := client().Get(ctx, &keyvaluev1.GetRequest{Namespace: namespace, Id: id, Keys: [][]byte{[]byte("item")}})
+	var openBasis *benchkit.CaseResult
+	for _, c := range concs {
+		if want("Get 1KiB") {
+			r, err := measure(b.getCase("Get 1KiB", c, 0, namespace, b.ids))
+			if err != nil {
 				return err
-			},
-			put: func(ctx context.Context, id string) error {
-				_, err := client().Put(ctx, &keyvaluev1.PutRequest{Namespace: namespace, Id: id, Items: []*keyvaluev1.PutItem{{Key: []byte("item"), Value: value}}})
+			}
+			if openBasis == nil || c > openBasis.Conc {
+				openBasis = &r
+			}
+		}
+		if want("Put 1KiB") {
+			if _, err := measure(b.putCase(c)); err != nil {
 				return err
-			},
-		},
-		{
-			name: "direct",
-			get: func(ctx context.Context, id string) error {
-				_, _, err := store.Get(ctx, postgreskv.GetRequest{Namespace: namespace, ID: id, Keys: [][]byte{[]byte("item")}, PageSize: 100, MaxBytes: 2 << 20, MaxItemBytes: 1024 + 1<<20})
-				return err
-			},
-			put: func(ctx context.Context, id string) error {
-				_, err := store.Put(ctx, postgreskv.PutRequest{Namespace: namespace, ID: id, Items: []postgreskv.PutItem{{Key: []byte("item"), Value: value}}})
-				return err
-			},
-		},
-		{
-			// A gRPC round trip to the same server that never touches the database: the floor
-			// under "plugin" on this machine.
-			name: "grpc-hop",
-			get: func(ctx context.Context, _ string) error {
-				_, err := health().Check(ctx, &healthpb.HealthCheckRequest{})
-				return err
-			},
-			put: func(ctx context.Context, _ string) error {
-				_, err := health().Check(ctx, &healthpb.HealthCheckRequest{})
-				return err
-			},
-		},
-		{
-			// The simplest SQL that could answer: what our transactional and paging features cost.
-			name: "raw-pgx",
-			get: func(ctx context.Context, id string) error {
-				var v []byte
-				var ver int64
-				return pool.QueryRow(ctx, `SELECT value, version FROM prism_kv_items WHERE namespace = $1 AND id = $2 AND key = $3`,
-					namespace, []byte(id), []byte("item")).Scan(&v, &ver)
-			},
-			put: func(ctx context.Context, id string) error {
-				var ver int64
-				return pool.QueryRow(ctx, `INSERT INTO prism_kv_items (namespace, id, key, value, version) VALUES ($1, $2, $3, $4, nextval('prism_kv_version'))
-ON CONFLICT (namespace, id, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version RETURNING version`,
-					namespace, []byte(id), []byte("item"), value).Scan(&ver)
-			},
-		},
-	}
-
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("postgres plugin benchmark: 1 KiB values, %d records, %s per case, GOMAXPROCS=%d, pool %d, %d gRPC conns, load average %s\n",
-		*records, *duration, runtime.GOMAXPROCS(0), poolSize, len(clients), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
-	fmt.Println("paths: plugin = gRPC to the in-process plugin; direct = the plugin's Store (same SQL) on a pgx pool;")
-	fmt.Println("       grpc-hop = a health check over the same gRPC connection (no database); raw-pgx = one minimal statement")
-	fmt.Println()
-	if *securityOnly {
-		return runSecurity(ctx, dbURL, poolSize, id(0), *securityDuration, *warmup)
-	}
-	var results []result
-	for _, op := range []string{"get", "put"} {
-		for _, conc := range []int{1, 32} {
-			for _, p := range paths {
-				if !strings.Contains(fmt.Sprintf("%s/%d/%s", op, conc, p.name), *only) {
-					continue
-				}
-				fn := p.get
-				if op == "put" {
-					fn = p.put
-				}
-				r, err := measure(ctx, fn, id, *records, conc, *warmup, *duration)
-				if err != nil {
-					return fmt.Errorf("%s %s c=%d: %w", p.name, op, conc, err)
-				}
-				r.op, r.path, r.conc = op, p.name, conc
-				results = append(results, r)
 			}
 		}
 	}
-	report(os.Stdout, results)
-	return runSecurity(ctx, dbURL, poolSize, id(0), *securityDuration, *warmup)
+	if openBasis != nil {
+		for _, c := range f.OpenCases(*openBasis, func(rate float64, label string) benchkit.Case {
+			return b.getCase("Get 1KiB open "+label, openBasis.Conc, rate, namespace, b.ids)
+		}) {
+			if _, err := measure(c); err != nil {
+				return err
+			}
+		}
+	}
+	if err := benchkit.CaseTable("", results).Write(os.Stdout, f.Markdown); err != nil {
+		return err
+	}
+	if openBasis != nil && len(f.OpenRates) > 0 {
+		fmt.Printf("\nOpen-loop rows: calls arrive at the rate shown (%v of the slowest side's maximum at concurrency %d), up to %d in\n"+
+			"flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n", f.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
+	}
+	fmt.Println("targets: plugin CPU/op <= 1.2x floor; p50 at conc 1 <= 1.2x floor; throughput at 32 >= 0.9x floor; Scan-1000 >= 0.7x direct")
+	if err := b.sweeps(ctx, f); err != nil {
+		return err
+	}
+	if *securityDuration <= 0 {
+		return nil
+	}
+	return runSecurity(ctx, dbURL, b.ids[0], *securityDuration, f.Warmup)
 }
 
-// runSecurity measures the Get of one preloaded record in the three security modes, each
-// plugin in this process like the main cases.
-func runSecurity(ctx context.Context, dbURL string, poolSize int, id string, duration, warmup time.Duration) error {
+// bench holds the sides' clients and the preloaded records.
+type bench struct {
+	pool          *pgxpool.Pool
+	store         *postgreskv.Store
+	plugin, floor *benchkit.Server
+	raw           bool
+	value         []byte
+	ids           []string
+}
+
+// start runs the plugin and the floor and opens the direct side's pool.
+func start(ctx context.Context, f *benchkit.Flags, dbURL, execPath string, raw bool) (*bench, error) {
+	b := &bench{raw: raw}
+	var err error
+	b.plugin, err = benchkit.StartPluginServer(ctx, benchkit.PluginSpec{
+		New:        func() core.Plugin { return postgreskv.New() },
+		Env:        pluginEnv(dbURL),
+		Service:    keyvaluev1.KeyValueService_ServiceDesc.ServiceName,
+		InProcess:  f.InProcess,
+		Exec:       execPath,
+		CPUProfile: f.PluginCPUProfile,
+		Timeout:    30 * time.Second,
+		Backend:    "PostgreSQL",
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The plugin has migrated the database by now; the floor and the direct path reuse its schema.
+	b.floor, err = benchkit.StartFloor(ctx, f.FloorSpec(benchkit.FloorSpec{
+		Env:     map[string]string{floorURLEnv: dbURL, floorPoolEnv: strconv.Itoa(poolSize)},
+		Service: keyvaluev1.KeyValueService_ServiceDesc.ServiceName,
+		Timeout: 30 * time.Second,
+		Backend: "PostgreSQL",
+	}))
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	if b.pool, err = newPool(ctx, dbURL, poolSize); err != nil {
+		b.close()
+		return nil, err
+	}
+	key, err := postgreskv.Migrate(ctx, b.pool)
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	b.store = postgreskv.NewStore(b.pool, key, func() time.Duration { return 24 * time.Hour })
+	return b, nil
+}
+
+func (b *bench) close() {
+	if b.pool != nil {
+		b.pool.Close()
+	}
+	b.floor.Close()
+	b.plugin.Close()
+}
+
+func pluginEnv(dbURL string) map[string]string {
+	return map[string]string{
+		"DATABASE_URL":          dbURL,
+		"POSTGRES_POOL_SIZE":    strconv.Itoa(poolSize),
+		"PRISM_METRICS_ENABLED": "false",
+		"PRISM_LOG_LEVEL":       "warn",
+	}
+}
+
+func newPool(ctx context.Context, dbURL string, size int) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	pc.MaxConns = int32(size)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return pool, nil
+}
+
+// preload writes n records of one 1 KiB item.
+func (b *bench) preload(ctx context.Context, n int) error {
+	b.value = make([]byte, 1024)
+	_, _ = rand.Read(b.value)
+	b.ids = make([]string, n)
+	for i := range b.ids {
+		b.ids[i] = fmt.Sprintf("record-%06d", i)
+		if _, err := b.store.Put(ctx, postgreskv.PutRequest{Namespace: namespace, ID: b.ids[i], Items: []postgreskv.PutItem{{Key: itemKey, Value: b.value}}}); err != nil {
+			return fmt.Errorf("preload: %w", err)
+		}
+	}
+	return nil
+}
+
+// pick spreads call i over n records: a fixed permutation-like walk, the same on every side and
+// safe to compute from any goroutine.
+func pick(i, n int) int { return int((uint64(i) * 2654435761) % uint64(n)) }
+
+// side is one side's calls.
+type side struct {
+	name   string
+	server *benchkit.Server
+	get    func(ctx context.Context, ns, id string) error
+	put    func(ctx context.Context, id string, value []byte) error
+	scan   func(ctx context.Context, pageSize int) error
+}
+
+func (b *bench) sides() []side {
+	sides := []side{{
+		name: benchkit.Direct,
+		get: func(ctx context.Context, ns, id string) error {
+			items, _, err := b.store.Get(ctx, postgreskv.GetRequest{Namespace: ns, ID: id, Keys: [][]byte{itemKey}, PageSize: 100, MaxBytes: 2 << 20, MaxItemBytes: 1024 + 1<<20})
+			if err == nil && len(items) != 1 {
+				err = fmt.Errorf("record %s: got %d items, want 1", id, len(items))
+			}
+			return err
+		},
+		put: func(ctx context.Context, id string, value []byte) error {
+			_, err := b.store.Put(ctx, postgreskv.PutRequest{Namespace: namespace, ID: id, Items: []postgreskv.PutItem{{Key: itemKey, Value: value}}})
+			return err
+		},
+		scan: func(ctx context.Context, pageSize int) error {
+			recs, _, err := b.store.Scan(ctx, postgreskv.ScanRequest{Namespace: namespace, PageSize: pageSize, MaxBytes: 2 << 20})
+			if err == nil && len(recs) != min(pageSize, len(b.ids)) {
+				err = fmt.Errorf("scan page of %d: got %d records", pageSize, len(recs))
+			}
+			return err
+		},
+	}}
+	for _, s := range []struct {
+		name string
+		srv  *benchkit.Server
+	}{{benchkit.Floor, b.floor}, {benchkit.Plugin, b.plugin}} {
+		client := keyvaluev1.NewKeyValueServiceClient(s.srv.Conn)
+		sides = append(sides, side{
+			name:   s.name,
+			server: s.srv,
+			get: func(ctx context.Context, ns, id string) error {
+				resp, err := client.Get(ctx, &keyvaluev1.GetRequest{Namespace: ns, Id: id, Keys: [][]byte{itemKey}})
+				if err == nil && len(resp.GetItems()) != 1 {
+					err = fmt.Errorf("record %s: got %d items, want 1", id, len(resp.GetItems()))
+				}
+				return err
+			},
+			put: func(ctx context.Context, id string, value []byte) error {
+				_, err := client.Put(ctx, &keyvaluev1.PutRequest{Namespace: namespace, Id: id, Items: []*keyvaluev1.PutItem{{Key: itemKey, Value: value}}})
+				return err
+			},
+			scan: func(ctx context.Context, pageSize int) error {
+				resp, err := client.Scan(ctx, &keyvaluev1.ScanRequest{Namespace: namespace, PageSize: int32(pageSize)})
+				if err == nil && len(resp.GetRecords()) != min(pageSize, len(b.ids)) {
+					err = fmt.Errorf("scan page of %d: got %d records", pageSize, len(resp.GetRecords()))
+				}
+				return err
+			},
+		})
+	}
+	if b.raw {
+		sides = append(sides, side{
+			name: rawSide,
+			get: func(ctx context.Context, ns, id string) error {
+				_, err := floorGet(ctx, b.pool, ns, id, [][]byte{itemKey})
+				return err
+			},
+			put: func(ctx context.Context, id string, value []byte) error {
+				_, err := floorPut(ctx, b.pool, namespace, id, []*keyvaluev1.PutItem{{Key: itemKey, Value: value}})
+				return err
+			},
+			scan: func(ctx context.Context, pageSize int) error {
+				_, err := floorScan(ctx, b.pool, namespace, pageSize)
+				return err
+			},
+		})
+	}
+	return sides
+}
+
+// getCase is Get of one item of the records ids in namespace ns, at conc (or at rate calls per
+// second, open loop).
+func (b *bench) getCase(name string, conc int, rate float64, ns string, ids []string) benchkit.Case {
+	c := benchkit.Case{Name: name, Conc: conc, Rate: rate}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, i int) error {
+			return s.get(ctx, ns, ids[pick(i, len(ids))])
+		}})
+	}
+	return c
+}
+
+func (b *bench) putCase(conc int) benchkit.Case {
+	c := benchkit.Case{Name: "Put 1KiB", Conc: conc}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, i int) error {
+			return s.put(ctx, b.ids[pick(i, len(b.ids))], b.value)
+		}})
+	}
+	return c
+}
+
+// scanCase is the first Scan page of pageSize items; throughput and CPU count items.
+func (b *bench) scanCase(pageSize, conc int) benchkit.Case {
+	c := benchkit.Case{Name: fmt.Sprintf("Scan %d", pageSize), Conc: conc, PerOp: min(pageSize, len(b.ids)), Unit: "items"}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, _ int) error {
+			return s.scan(ctx, pageSize)
+		}})
+	}
+	return c
+}
+
+// sweeps runs the scaling sweeps asked for and prints a table for each.
+func (b *bench) sweeps(ctx context.Context, f *benchkit.Flags) error {
+	type point struct {
+		label string
+		c     benchkit.Case
+	}
+	runSweep := func(title, param string, points []point, metrics ...benchkit.Metric) error {
+		var labels []string
+		var results []benchkit.CaseResult
+		for _, p := range points {
+			r, err := benchkit.Run(ctx, f.Config, p.c)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", title, p.label, err)
+			}
+			labels = append(labels, p.label)
+			results = append(results, r)
+		}
+		return benchkit.SweepTable(title, param, labels, results, metrics...).Write(os.Stdout, f.Markdown)
+	}
+	if f.Sweep("conc") {
+		var points []point
+		for _, conc := range []int{1, 4, 16, 64, 256} {
+			points = append(points, point{strconv.Itoa(conc), b.getCase("Get 1KiB", conc, 0, namespace, b.ids)})
+		}
+		if err := runSweep("Get 1 KiB: throughput vs concurrency", "concurrency", points, benchkit.Throughput, benchkit.P50); err != nil {
+			return err
+		}
+	}
+	if f.Sweep("size") {
+		var points []point
+		for _, size := range []struct {
+			label string
+			n     int
+		}{{"1 KiB", 1 << 10}, {"64 KiB", 64 << 10}, {"1 MiB", 1 << 20}} {
+			id := "size-" + strconv.Itoa(size.n)
+			v := make([]byte, size.n)
+			_, _ = rand.Read(v)
+			if _, err := b.store.Put(ctx, postgreskv.PutRequest{Namespace: sizeNamespace, ID: id, Items: []postgreskv.PutItem{{Key: itemKey, Value: v}}}); err != nil {
+				return fmt.Errorf("preload %s: %w", id, err)
+			}
+			points = append(points, point{size.label, b.getCase("Get "+size.label, 1, 0, sizeNamespace, []string{id})})
+		}
+		if err := runSweep("Get at concurrency 1: p50 vs item size", "item", points, benchkit.P50, benchkit.Throughput); err != nil {
+			return err
+		}
+	}
+	if f.Sweep("scan") {
+		var points []point
+		for _, n := range []int{10, 100, 1000} {
+			points = append(points, point{strconv.Itoa(n), b.scanCase(n, 1)})
+		}
+		if err := runSweep("Scan of 1 KiB items at concurrency 1: page size", "page", points, benchkit.P50, benchkit.Throughput); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runSecurity measures the Get of one preloaded record (id, or a record it writes when empty)
+// in the three security modes, each plugin in this process as before.
+func runSecurity(ctx context.Context, dbURL, id string, duration, warmup time.Duration) error {
+	if duration <= 0 {
+		return errors.New("-security-duration: must be positive with -security")
+	}
+	if id == "" {
+		pool, err := newPool(ctx, dbURL, 2)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		key, err := postgreskv.Migrate(ctx, pool)
+		if err != nil {
+			return err
+		}
+		id = "record-security"
+		store := postgreskv.NewStore(pool, key, func() time.Duration { return time.Hour })
+		if _, err := store.Put(ctx, postgreskv.PutRequest{Namespace: namespace, ID: id, Items: []postgreskv.PutItem{{Key: itemKey, Value: make([]byte, 1024)}}}); err != nil {
+			return fmt.Errorf("preload: %w", err)
+		}
+	}
 	return benchkit.RunSecurity(ctx, os.Stdout, benchkit.SecuritySpec{
 		Plugin: benchkit.PluginSpec{
-			New: func() core.Plugin { return postgreskv.New() },
-			Env: map[string]string{
-				"DATABASE_URL":          dbURL,
-				"POSTGRES_POOL_SIZE":    fmt.Sprint(poolSize),
-				"PRISM_METRICS_ENABLED": "false",
-				"PRISM_LOG_LEVEL":       "warn",
-			},
+			New:       func() core.Plugin { return postgreskv.New() },
+			Env:       pluginEnv(dbURL),
 			Service:   keyvaluev1.KeyValueService_ServiceDesc.ServiceName,
 			InProcess: true,
 			Timeout:   15 * time.Second,
@@ -297,130 +505,13 @@ func runSecurity(ctx context.Context, dbURL string, poolSize int, id string, dur
 		Op: func(conn grpc.ClientConnInterface) benchkit.Op {
 			client := keyvaluev1.NewKeyValueServiceClient(conn)
 			return func(ctx context.Context, _ int) error {
-				_, err := client.Get(ctx, &keyvaluev1.GetRequest{Namespace: namespace, Id: id, Keys: [][]byte{[]byte("item")}})
+				_, err := client.Get(ctx, &keyvaluev1.GetRequest{Namespace: namespace, Id: id, Keys: [][]byte{itemKey}})
 				return err
 			}
 		},
 		Duration: duration,
 		Warmup:   warmup,
 	})
-}
-
-// measure runs fn from conc goroutines in a closed loop on records picked at random.
-func measure(ctx context.Context, fn func(context.Context, string) error, id func(int) string, records, conc int, warmup, d time.Duration) (result, error) {
-	// Worker w makes calls w, w+conc, ...: i%conc is the worker, so each has its own generator.
-	rngs := make([]*mrand.Rand, conc)
-	for w := range rngs {
-		rngs[w] = mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano()))) //nolint:gosec // load pattern
-	}
-	op := func(ctx context.Context, i int) error { return fn(ctx, id(rngs[i%conc].IntN(records))) }
-	if _, err := benchkit.Loop(ctx, op, conc, warmup); err != nil {
-		return result{}, err
-	}
-	sample, err := benchkit.Loop(ctx, op, conc, d)
-	if err != nil {
-		return result{}, err
-	}
-	slices.Sort(sample.Lat)
-	return result{Sample: sample}, nil
-}
-
-func report(out io.Writer, results []result) {
-	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	_, _ = fmt.Fprintln(w, "op\tconc\tpath\tops/s\tp50\tp99\t")
-	find := map[string]result{}
-	for _, r := range results {
-		find[fmt.Sprintf("%s/%d/%s", r.op, r.conc, r.path)] = r
-		_, _ = fmt.Fprintf(w, "%s\t%d\t%s\t%.0f\t%s\t%s\t\n", r.op, r.conc, r.path, r.throughput(), us(r.pct(0.5)), us(r.pct(0.99)))
-	}
-	_ = w.Flush()
-	_, _ = fmt.Fprintln(out, "\nplugin vs direct (same SQL on a pgx pool, no gRPC):")
-	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	_, _ = fmt.Fprintln(w, "op\tconc\tthroughput ratio\tp50 added\tp99 added\ttarget\t")
-	for _, op := range []string{"get", "put"} {
-		for _, conc := range []int{1, 32} {
-			pl, okP := find[fmt.Sprintf("%s/%d/plugin", op, conc)]
-			di, okD := find[fmt.Sprintf("%s/%d/direct", op, conc)]
-			if !okP || !okD {
-				continue
-			}
-			target := "p50 added <= 120µs"
-			met := pl.pct(0.5)-di.pct(0.5) <= 120*time.Microsecond
-			if conc > 1 {
-				target = "ratio >= 0.70"
-				met = benchkit.Ratio(pl.throughput(), di.throughput()) >= 0.7
-			}
-			verdict := "met"
-			if !met {
-				verdict = "MISSED"
-			}
-			_, _ = fmt.Fprintf(w, "%s\t%d\t%.2f\t%s\t%s\t%s: %s\t\n", op, conc, benchkit.Ratio(pl.throughput(), di.throughput()),
-				us(pl.pct(0.5)-di.pct(0.5)), us(pl.pct(0.99)-di.pct(0.99)), target, verdict)
-		}
-	}
-	_ = w.Flush()
-}
-
-func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond)) }
-
-func startPlugin(ctx context.Context, dbURL string, poolSize int) (*core.Server, error) {
-	env := map[string]string{
-		"DATABASE_URL":             dbURL,
-		"POSTGRES_POOL_SIZE":       fmt.Sprint(poolSize),
-		"PRISM_CONTROL_PLANE_HOST": "127.0.0.1",
-		"PRISM_CONTROL_PLANE_PORT": "0",
-		"PRISM_METRICS_ENABLED":    "false",
-		"PRISM_LOG_LEVEL":          "warn",
-	}
-	src := config.Source{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
-	srv, err := core.New(ctx, postgreskv.New(), core.Options{Source: src, LogOutput: io.Discard})
-	if err != nil {
-		return nil, fmt.Errorf("start plugin: %w", err)
-	}
-	return srv, nil
-}
-
-// execPlugin runs the plugin binary on a free loopback port, as it runs in production: its own
-// process, its own Go runtime.
-func execPlugin(ctx context.Context, path, dbURL string, poolSize int) (string, func(), error) {
-	port, err := benchkit.FreePort()
-	if err != nil {
-		return "", nil, err
-	}
-	addr := net.JoinHostPort("127.0.0.1", port)
-	cmd := exec.CommandContext(ctx, path)
-	cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+dbURL,
-		fmt.Sprintf("POSTGRES_POOL_SIZE=%d", poolSize),
-		"PRISM_CONTROL_PLANE_HOST=127.0.0.1",
-		"PRISM_CONTROL_PLANE_PORT="+port,
-		"PRISM_METRICS_ENABLED=false",
-		"PRISM_LOG_LEVEL=warn",
-		"PRISM_PLUGIN_CONFIG=/dev/null",
-	)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start %s: %w", path, err)
-	}
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}
-	return addr, stop, nil
-}
-
-func waitReady(ctx context.Context, c keyvaluev1.KeyValueServiceClient) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := c.Get(ctx, &keyvaluev1.GetRequest{Namespace: namespace, Id: "warmup"})
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("plugin not ready: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // createDatabase makes a database for this run next to base's and returns its URL.

@@ -1,13 +1,22 @@
-// Command bench compares the redis plugin with direct go-redis on the same Redis: Get and Set of
-// 1 KiB values at concurrency 1 and 32, and MGet of 100 keys against one MGET, plus a reference
-// row for the bare gRPC hop (a health check). It starts the plugin in a process of its own (this
-// binary run again) on a loopback port, talks to it over real gRPC, prints p50/p99 latency and
-// throughput ratios, and never fails on the numbers (it exits non-zero only if it cannot run).
+// Command bench measures the redis plugin against go-redis used directly and against the floor
+// on the same Redis: Get and Set of 1 KiB values and MGet of 100 keys at concurrency 1 and 32,
+// then Get at fixed arrival rates (open loop, 50 % and 80 % of the slowest side's maximum at
+// concurrency 32). The floor is a bare grpc-go server (no interceptors) serving the same Cache
+// messages, whose handlers make one plain GET, SET or MGET with go-redis. The plugin and the
+// floor run in processes of their own (this binary run again), so the CPU time per operation
+// of each is read from /proc/<pid>/stat; the benchmark's own from getrusage. Each case is
+// repeated (-repeat) and printed as median ± half the range, with plugin ÷ direct and
+// plugin ÷ floor for throughput, p50, p99 and CPU/op. It never fails on the numbers (it exits
+// non-zero only if it cannot run).
+//
+// Scaling sweeps are opt-in (-sweep conc,size,mget or all): Get throughput at concurrency 1, 4,
+// 16, 64 and 256; Get p50 for 1 KiB, 64 KiB and 1 MiB values; MGet of 10, 100 and 1000 keys.
+// -markdown prints every table as Markdown for the README.
 //
 // It ends with the security case (benchkit.RunSecurity): Get at concurrency 1 against plaintext,
 // mTLS, and mTLS + one policy + audit to a file; -security runs only that case.
 //
-//	go run ./redis/bench [-duration 3s] [-warmup 500ms] [-inprocess] [-only Get] [-conc 32] [-security]
+//	go run ./redis/bench [-duration 1s] [-repeat 3] [-open 0.5,0.8] [-sweep all] [-markdown] [-only Get] [-conc 32]
 //
 // Variables such as PRISM_BACKEND_AUTO_PIPELINE=true reach the plugin.
 //
@@ -23,12 +32,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core"
 	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
@@ -37,71 +44,42 @@ import (
 )
 
 const (
-	namespace  = "bench"
-	valueBytes = 1024
-	mgetKeys   = 100
-	keyCount   = 1000
+	namespace = "bench"
+	keyCount  = 1000
+	// poolSize is the plugin's default backend.pool_size, given to all three sides.
+	poolSize = 50
 )
 
+// The sweeps -sweep accepts.
+var sweepNames = []string{"conc", "size", "mget"}
+
 func main() {
-	if os.Getenv(benchkit.PluginProcessEnv) != "" {
-		os.Exit(servePlugin())
+	if code, ok := benchkit.Child(func() core.Plugin { return rediscache.New() }, registerFloor); ok {
+		os.Exit(code)
 	}
-	duration := flag.Duration("duration", 3*time.Second, "measured time per case")
-	warmup := flag.Duration("warmup", 500*time.Millisecond, "unmeasured time before each case")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	pluginProfile := flag.String("plugin-cpuprofile", "", "write a CPU profile of the plugin process to this file")
-	only := flag.String("only", "", "run only the cases whose name starts with this")
-	conc := flag.Int("conc", 0, "run only this concurrency (default: 1 and 32)")
-	inProcess := flag.Bool("inprocess", false, "serve the plugin inside the benchmark's process")
-	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case")
+	f := benchkit.Register(flag.CommandLine, benchkit.Config{Duration: time.Second, Warmup: 300 * time.Millisecond, Repeats: 3}, sweepNames)
+	only := flag.String("only", "", "run only the cases whose name starts with this (Get, Set, MGet)")
+	conc := flag.Int("conc", 0, "run the main cases at only this concurrency (default: 1 and 32)")
+	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case (0: skip it)")
 	securityOnly := flag.Bool("security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
 	flag.Parse()
-	onlyCase, onlyConc = *only, *conc
-	if *pluginProfile != "" {
-		if err := os.Setenv(pluginProfileEnv, *pluginProfile); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-	}
-	stopProfile, err := benchkit.StartCPUProfile(*cpuProfile)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-	defer stopProfile()
-	if !*securityOnly {
-		err = run(*duration, *warmup, *inProcess)
-	}
+	err := f.Validate()
+	stopProfile := func() {}
 	if err == nil {
-		err = runSecurity(*securityDuration, *warmup, *inProcess)
+		stopProfile, err = benchkit.StartCPUProfile(f.CPUProfile)
 	}
+	if err == nil && !*securityOnly {
+		err = run(f, *only, *conc)
+	}
+	if err == nil && *securityDuration > 0 {
+		err = runSecurity(*securityDuration, f.Warmup, f.InProcess)
+	}
+	stopProfile()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		stopProfile()
 		os.Exit(1)
 	}
 }
-
-// servePlugin is the plugin process: the real plugin, profiled when -plugin-cpuprofile asked.
-func servePlugin() int {
-	stopProfile, err := benchkit.StartCPUProfile(os.Getenv(pluginProfileEnv))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench plugin:", err)
-		return 1
-	}
-	defer stopProfile()
-	return core.Run(nil, rediscache.New())
-}
-
-// pluginProfileEnv carries -plugin-cpuprofile to the plugin process.
-const pluginProfileEnv = "PRISM_BENCH_PLUGIN_CPUPROFILE"
-
-// onlyCase limits the run to the cases whose name starts with it (-only).
-var onlyCase string
-
-// onlyConc limits the run to one concurrency (-conc).
-var onlyConc int
 
 func redisAddr() string {
 	if addr := os.Getenv("PRISM_TEST_REDIS_ADDR"); addr != "" {
@@ -110,17 +88,25 @@ func redisAddr() string {
 	return "127.0.0.1:6379"
 }
 
+func redisKey(key string) string { return "prism:" + namespace + ":" + key }
+
+// newRedis is the go-redis client of the direct side and of the floor.
+func newRedis(addr string, pool int) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, Username: "prism", Password: "prism", PoolSize: pool})
+}
+
 // pluginSpec is how every case starts the plugin.
 func pluginSpec(addr string, inProcess bool) benchkit.PluginSpec {
 	return benchkit.PluginSpec{
 		New: func() core.Plugin { return rediscache.New() },
 		// The process environment can tune the plugin further (e.g. PRISM_BACKEND_AUTO_PIPELINE=true).
 		Env: map[string]string{
-			"REDIS_ADDRESS":         addr,
-			"REDIS_USERNAME":        "prism",
-			"REDIS_PASSWORD":        "prism",
-			"PRISM_METRICS_ENABLED": "false",
-			"PRISM_LOG_LEVEL":       "warn",
+			"REDIS_ADDRESS":           addr,
+			"REDIS_USERNAME":          "prism",
+			"REDIS_PASSWORD":          "prism",
+			"PRISM_BACKEND_POOL_SIZE": strconv.Itoa(poolSize),
+			"PRISM_METRICS_ENABLED":   "false",
+			"PRISM_LOG_LEVEL":         "warn",
 		},
 		Service:   cachev1.CacheService_ServiceDesc.ServiceName,
 		InProcess: inProcess,
@@ -129,14 +115,278 @@ func pluginSpec(addr string, inProcess bool) benchkit.PluginSpec {
 	}
 }
 
+// bench holds the three sides' clients.
+type bench struct {
+	f             *benchkit.Flags
+	direct        *redis.Client
+	plugin, floor *benchkit.Server
+	value         []byte
+	keys          []string
+}
+
+// side is one side's calls: the direct client or a Cache client on the plugin or the floor.
+type side struct {
+	name   string
+	server *benchkit.Server
+	get    func(ctx context.Context, key string) error
+	set    func(ctx context.Context, key string, value []byte) error
+	mget   func(ctx context.Context, keys []string) error
+}
+
+func (b *bench) sides() []side {
+	sides := []side{{
+		name: benchkit.Direct,
+		get:  func(ctx context.Context, key string) error { return b.direct.Get(ctx, redisKey(key)).Err() },
+		set: func(ctx context.Context, key string, value []byte) error {
+			return b.direct.Set(ctx, redisKey(key), value, 0).Err()
+		},
+		mget: func(ctx context.Context, keys []string) error {
+			rk := make([]string, len(keys))
+			for i, k := range keys {
+				rk[i] = redisKey(k)
+			}
+			return b.direct.MGet(ctx, rk...).Err()
+		},
+	}}
+	for _, s := range []struct {
+		name string
+		srv  *benchkit.Server
+	}{{benchkit.Floor, b.floor}, {benchkit.Plugin, b.plugin}} {
+		client := cachev1.NewCacheServiceClient(s.srv.Conn)
+		sides = append(sides, side{
+			name:   s.name,
+			server: s.srv,
+			get: func(ctx context.Context, key string) error {
+				resp, err := client.Get(ctx, &cachev1.GetRequest{Namespace: namespace, Key: key})
+				if err == nil && !resp.GetFound() {
+					err = fmt.Errorf("seeded key %s not found", key)
+				}
+				return err
+			},
+			set: func(ctx context.Context, key string, value []byte) error {
+				_, err := client.Set(ctx, &cachev1.SetRequest{Namespace: namespace, Key: key, Value: value})
+				return err
+			},
+			mget: func(ctx context.Context, keys []string) error {
+				resp, err := client.MGet(ctx, &cachev1.MGetRequest{Namespace: namespace, Keys: keys})
+				if err == nil && len(resp.GetEntries()) != len(keys) {
+					err = fmt.Errorf("MGet answered %d entries for %d keys", len(resp.GetEntries()), len(keys))
+				}
+				return err
+			},
+		})
+	}
+	return sides
+}
+
+// getCase is Get of the keys at conc (or at rate calls per second, open loop).
+func (b *bench) getCase(name string, conc int, rate float64, keys []string) benchkit.Case {
+	c := benchkit.Case{Name: name, Conc: conc, Rate: rate}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, i int) error {
+			return s.get(ctx, keys[i%len(keys)])
+		}})
+	}
+	return c
+}
+
+func (b *bench) setCase(conc int) benchkit.Case {
+	c := benchkit.Case{Name: "Set 1KiB", Conc: conc}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, i int) error {
+			return s.set(ctx, b.keys[i%keyCount], b.value)
+		}})
+	}
+	return c
+}
+
+// mgetCase is MGet of the first n keys; throughput and CPU count keys.
+func (b *bench) mgetCase(n, conc int) benchkit.Case {
+	keys := b.keys[:n]
+	c := benchkit.Case{Name: fmt.Sprintf("MGet %dx1KiB", n), Conc: conc, PerOp: n, Unit: "keys"}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, _ int) error {
+			return s.mget(ctx, keys)
+		}})
+	}
+	return c
+}
+
+func run(f *benchkit.Flags, only string, onlyConc int) error {
+	addr := redisAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	b := &bench{f: f, direct: newRedis(addr, poolSize)}
+	defer func() { _ = b.direct.Close() }()
+	if err := b.direct.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("ping redis at %s: %w", addr, err)
+	}
+	spec := pluginSpec(addr, f.InProcess)
+	spec.CPUProfile = f.PluginCPUProfile
+	var err error
+	if b.plugin, err = benchkit.StartPluginServer(ctx, spec); err != nil {
+		return err
+	}
+	defer b.plugin.Close()
+	b.floor, err = benchkit.StartFloor(ctx, f.FloorSpec(benchkit.FloorSpec{
+		Env:     map[string]string{floorAddrEnv: addr, floorPoolEnv: strconv.Itoa(poolSize)},
+		Service: cachev1.CacheService_ServiceDesc.ServiceName,
+		Timeout: 15 * time.Second,
+		Backend: "Redis at " + addr,
+	}))
+	if err != nil {
+		return err
+	}
+	defer b.floor.Close()
+
+	b.value = filled(1024)
+	b.keys = make([]string, keyCount)
+	for i := range b.keys {
+		b.keys[i] = "k" + strconv.Itoa(i)
+		if err := b.direct.Set(ctx, redisKey(b.keys[i]), b.value, 0).Err(); err != nil {
+			return fmt.Errorf("seed keys: %w", err)
+		}
+	}
+
+	where := "its own process"
+	if f.InProcess {
+		where = "this process"
+	}
+	fmt.Printf("redis plugin vs direct go-redis vs floor (bare grpc-go + one Redis command): Redis %s, %d CPUs,\n"+
+		"load average %s, plugin in %s, floor in its own process, gRPC over loopback, pool %d on every side;\n%s\n",
+		addr, runtime.NumCPU(), benchkit.LoadAverage(), where, poolSize, f.Describe())
+
+	want := func(name string) bool { return strings.HasPrefix(name, only) }
+	concs := []int{1, 32}
+	if onlyConc != 0 {
+		concs = []int{onlyConc}
+	}
+	var results []benchkit.CaseResult
+	measure := func(c benchkit.Case) (benchkit.CaseResult, error) {
+		r, err := benchkit.Run(ctx, f.Config, c)
+		if err != nil {
+			return r, fmt.Errorf("%s at %d: %w", c.Name, c.Conc, err)
+		}
+		results = append(results, r)
+		return r, nil
+	}
+	var openBasis *benchkit.CaseResult
+	for _, conc := range concs {
+		if want("Get 1KiB") {
+			r, err := measure(b.getCase("Get 1KiB", conc, 0, b.keys))
+			if err != nil {
+				return err
+			}
+			if openBasis == nil || conc > openBasis.Conc {
+				openBasis = &r
+			}
+		}
+		if want("Set 1KiB") {
+			if _, err := measure(b.setCase(conc)); err != nil {
+				return err
+			}
+		}
+		if want("MGet 100x1KiB") {
+			if _, err := measure(b.mgetCase(100, conc)); err != nil {
+				return err
+			}
+		}
+	}
+	if openBasis != nil {
+		for _, c := range f.OpenCases(*openBasis, func(rate float64, label string) benchkit.Case {
+			return b.getCase("Get 1KiB open "+label, openBasis.Conc, rate, b.keys)
+		}) {
+			if _, err := measure(c); err != nil {
+				return err
+			}
+		}
+	}
+	if err := benchkit.CaseTable("", results).Write(os.Stdout, f.Markdown); err != nil {
+		return err
+	}
+	if openBasis != nil && len(f.OpenRates) > 0 {
+		fmt.Printf("\nOpen-loop rows: calls arrive at the rate shown (%v of the slowest side's maximum at concurrency %d), up to %d in\n"+
+			"flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n",
+			f.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
+	}
+	fmt.Println("targets: plugin CPU/op <= 1.2x floor; p50 at conc 1 <= 1.2x floor; throughput at 32 >= 0.9x floor; MGet-100 >= 0.7x direct")
+	return b.sweeps(ctx, f)
+}
+
+// sweeps runs the scaling sweeps asked for and prints a table for each.
+func (b *bench) sweeps(ctx context.Context, f *benchkit.Flags) error {
+	type point struct {
+		label string
+		c     benchkit.Case
+	}
+	runSweep := func(title, param string, points []point, metrics ...benchkit.Metric) error {
+		var labels []string
+		var results []benchkit.CaseResult
+		for _, p := range points {
+			r, err := benchkit.Run(ctx, f.Config, p.c)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", title, p.label, err)
+			}
+			labels = append(labels, p.label)
+			results = append(results, r)
+		}
+		return benchkit.SweepTable(title, param, labels, results, metrics...).Write(os.Stdout, f.Markdown)
+	}
+	if f.Sweep("conc") {
+		var points []point
+		for _, conc := range []int{1, 4, 16, 64, 256} {
+			points = append(points, point{strconv.Itoa(conc), b.getCase("Get 1KiB", conc, 0, b.keys)})
+		}
+		if err := runSweep("Get 1 KiB: throughput vs concurrency", "concurrency", points, benchkit.Throughput, benchkit.P50); err != nil {
+			return err
+		}
+	}
+	if f.Sweep("size") {
+		var points []point
+		for _, size := range []struct {
+			label string
+			n     int
+		}{{"1 KiB", 1 << 10}, {"64 KiB", 64 << 10}, {"1 MiB", 1 << 20}} {
+			key := "size-" + strconv.Itoa(size.n)
+			if err := b.direct.Set(ctx, redisKey(key), filled(size.n), 0).Err(); err != nil {
+				return fmt.Errorf("seed %s: %w", key, err)
+			}
+			points = append(points, point{size.label, b.getCase("Get "+size.label, 1, 0, []string{key})})
+		}
+		if err := runSweep("Get at concurrency 1: p50 vs value size", "value", points, benchkit.P50, benchkit.Throughput); err != nil {
+			return err
+		}
+	}
+	if f.Sweep("mget") {
+		var points []point
+		for _, n := range []int{10, 100, 1000} {
+			points = append(points, point{strconv.Itoa(n), b.mgetCase(n, 1)})
+		}
+		if err := runSweep("MGet of 1 KiB values at concurrency 1: batch size", "keys", points, benchkit.P50, benchkit.Throughput); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// filled is n bytes of a repeating pattern.
+func filled(n int) []byte {
+	v := make([]byte, n)
+	for i := range v {
+		v[i] = byte('a' + i%26)
+	}
+	return v
+}
+
 // runSecurity seeds one key and measures its Get in the three security modes.
 func runSecurity(duration, warmup time.Duration, inProcess bool) error {
 	addr := redisAddr()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	direct := redis.NewClient(&redis.Options{Addr: addr, Username: "prism", Password: "prism"})
+	direct := newRedis(addr, 10)
 	defer func() { _ = direct.Close() }()
-	if err := direct.Set(ctx, redisKey("security"), make([]byte, valueBytes), 0).Err(); err != nil {
+	if err := direct.Set(ctx, redisKey("security"), filled(1024), 0).Err(); err != nil {
 		return fmt.Errorf("seed the security key in redis at %s: %w", addr, err)
 	}
 	return benchkit.RunSecurity(ctx, os.Stdout, benchkit.SecuritySpec{
@@ -157,124 +407,3 @@ func runSecurity(duration, warmup time.Duration, inProcess bool) error {
 		Warmup:   warmup,
 	})
 }
-
-func run(duration, warmup time.Duration, inProcess bool) error {
-	addr := redisAddr()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	conn, stop, err := benchkit.StartPlugin(ctx, pluginSpec(addr, inProcess))
-	if err != nil {
-		return err
-	}
-	defer stop()
-	plugin := cachev1.NewCacheServiceClient(conn)
-	health := healthpb.NewHealthClient(conn)
-
-	direct := redis.NewClient(&redis.Options{Addr: addr, Username: "prism", Password: "prism", PoolSize: 64})
-	defer func() { _ = direct.Close() }()
-	if err := direct.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("ping redis at %s: %w", addr, err)
-	}
-
-	value := make([]byte, valueBytes)
-	for i := range value {
-		value[i] = byte('a' + i%26)
-	}
-	keys := make([]string, keyCount)
-	for i := range keys {
-		keys[i] = "k" + strconv.Itoa(i)
-		if err := direct.Set(ctx, redisKey(keys[i]), value, 0).Err(); err != nil {
-			return fmt.Errorf("seed keys: %w", err)
-		}
-	}
-	mget := keys[:mgetKeys]
-	mgetRedis := make([]string, len(mget))
-	for i, k := range mget {
-		mgetRedis[i] = redisKey(k)
-	}
-
-	type pair struct {
-		name          string
-		direct, proxy benchkit.Op
-	}
-	cases := []pair{
-		{
-			name: "Get 1KiB",
-			direct: func(ctx context.Context, i int) error {
-				return direct.Get(ctx, redisKey(keys[i%keyCount])).Err()
-			},
-			proxy: func(ctx context.Context, i int) error {
-				resp, err := plugin.Get(ctx, &cachev1.GetRequest{Namespace: namespace, Key: keys[i%keyCount]})
-				if err == nil && !resp.GetFound() {
-					err = errors.New("seeded key not found")
-				}
-				return err
-			},
-		},
-		{
-			name: "Set 1KiB",
-			direct: func(ctx context.Context, i int) error {
-				return direct.Set(ctx, redisKey(keys[i%keyCount]), value, 0).Err()
-			},
-			proxy: func(ctx context.Context, i int) error {
-				_, err := plugin.Set(ctx, &cachev1.SetRequest{Namespace: namespace, Key: keys[i%keyCount], Value: value})
-				return err
-			},
-		},
-		{
-			// Reference: the bare gRPC round trip to the plugin (no Redis), against a direct GET.
-			name: "ref: health hop",
-			direct: func(ctx context.Context, i int) error {
-				return direct.Get(ctx, redisKey(keys[i%keyCount])).Err()
-			},
-			proxy: func(ctx context.Context, _ int) error {
-				_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-				return err
-			},
-		},
-		{
-			name: "MGet 100x1KiB",
-			direct: func(ctx context.Context, _ int) error {
-				return direct.MGet(ctx, mgetRedis...).Err()
-			},
-			proxy: func(ctx context.Context, _ int) error {
-				_, err := plugin.MGet(ctx, &cachev1.MGetRequest{Namespace: namespace, Keys: mget})
-				return err
-			},
-		},
-	}
-
-	where := "its own process"
-	if inProcess {
-		where = "this process"
-	}
-	fmt.Printf("redis plugin vs direct go-redis: Redis %s, %d CPUs, load average %s, %s per side per case,\nplugin in %s, gRPC over loopback, 1 KiB values\n\n",
-		addr, runtime.NumCPU(), benchkit.LoadAverage(), duration, where)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	_, _ = fmt.Fprintln(tw, "case\tconc\tdirect ops/s\tplugin ops/s\tratio\tdirect p50\tplugin p50\tadded p50\tdirect p99\tplugin p99\t")
-	for _, c := range cases {
-		if !strings.HasPrefix(c.name, onlyCase) {
-			continue
-		}
-		for _, conc := range []int{1, 32} {
-			if onlyConc != 0 && conc != onlyConc {
-				continue
-			}
-			d, p, err := benchkit.Compare(ctx, c.direct, c.proxy, conc, warmup, duration)
-			if err != nil {
-				return fmt.Errorf("%s: %w", c.name, err)
-			}
-			_, _ = fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", c.name, conc, d.Throughput, p.Throughput,
-				benchkit.Ratio(p.Throughput, d.Throughput), benchkit.Micros(d.P50), benchkit.Micros(p.P50),
-				benchkit.Micros(p.P50-d.P50), benchkit.Micros(d.P99), benchkit.Micros(p.P99))
-		}
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Println("\ntargets: added p50 <= 100us at conc 1; Get ratio >= 0.50x at conc 32; MGet ratio >= 0.80x")
-	return nil
-}
-
-func redisKey(key string) string { return "prism:" + namespace + ":" + key }
