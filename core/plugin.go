@@ -23,7 +23,8 @@ type Plugin interface {
 	// Register adds the plugin's data services to the server.
 	Register(s grpc.ServiceRegistrar)
 	// Start creates backend clients and background work. It returns quickly and does not fail
-	// because the backend is down: Health reports that, and the plugin reconnects on its own.
+	// because the backend is down: Health reports that, and the plugin reconnects on its own. It
+	// fails when no backend credentials can be obtained at all (core/credentials).
 	Start(ctx context.Context) error
 	// Health makes a real round trip to the backend; nil means the plugin can serve.
 	Health(ctx context.Context) error
