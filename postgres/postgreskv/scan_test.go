@@ -150,6 +150,77 @@ func TestScanPagesFollowTheDocumentedLimits(t *testing.T) {
 	}
 }
 
+// getPages reads a whole record page by page.
+func getPages(t *testing.T, st *postgreskv.Store, r postgreskv.GetRequest) [][]scanned {
+	t.Helper()
+	var pages [][]scanned
+	for {
+		items, next, err := st.Get(t.Context(), r)
+		require.NoError(t, err)
+		var page []scanned
+		for _, it := range items {
+			page = append(page, scanned{id: r.ID, item: it, bytes: int64(len(it.Key) + len(it.Value))})
+		}
+		pages = append(pages, page)
+		if next == "" {
+			return pages
+		}
+		require.NotEmpty(t, page, "a page with a next token holds items")
+		require.Less(t, len(pages), 10000, "the record ends")
+		r.PageToken = next
+	}
+}
+
+func TestGetPagesFollowTheDocumentedLimits(t *testing.T) {
+	st, _ := newTestStore(t, 4)
+	sizes := []int{0, 10, 1000, 5 << 10, 9 << 10, 40 << 10, 300 << 10, 3}
+	var items []postgreskv.PutItem
+	var keys [][]byte
+	for k := range 40 {
+		key := []byte(fmt.Sprintf("key-%02d", k))
+		items = append(items, postgreskv.PutItem{Key: key, Value: bytes.Repeat([]byte{byte('a' + k%26)}, sizes[k%len(sizes)])})
+		if k%3 == 0 {
+			keys = append(keys, key)
+		}
+	}
+	versions, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "get", ID: "record", Items: items})
+	require.NoError(t, err)
+	cases := []struct {
+		name     string
+		keys     [][]byte
+		pageSize int
+		maxBytes int64
+	}{
+		{"pages cut by item count", nil, 7, 8 << 20},
+		{"pages cut by bytes, large values read in a second statement", nil, 100, 60 << 10},
+		{"one item per page with a one-byte budget", nil, 1000, 1},
+		{"named keys over several pages", keys, 4, 30 << 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var want []scanned
+			for i, it := range items {
+				named := tc.keys == nil
+				for _, k := range tc.keys {
+					named = named || bytes.Equal(k, it.Key)
+				}
+				if named {
+					want = append(want, scanned{id: "record", item: postgreskv.Item{Key: it.Key, Value: it.Value, Version: versions[i]}, bytes: int64(len(it.Key) + len(it.Value))})
+				}
+			}
+			got := getPages(t, st, postgreskv.GetRequest{Namespace: "get", ID: "record", Keys: tc.keys, PageSize: tc.pageSize, MaxBytes: tc.maxBytes})
+			exp := expectedPages(want, tc.pageSize, tc.maxBytes)
+			require.Len(t, got, len(exp), "pages")
+			for i := range exp {
+				require.Len(t, got[i], len(exp[i]), "items in page %d", i)
+				for j := range exp[i] {
+					assert.Equal(t, exp[i][j].item, got[i][j].item)
+				}
+			}
+		})
+	}
+}
+
 func TestScanOfLargeValuesWhileTheyAreRewritten(t *testing.T) {
 	st, _ := newTestStore(t, 8)
 	ctx := t.Context()
@@ -357,5 +428,85 @@ func BenchmarkScan(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// oldGetSQL is the window-function query a whole-record Get used before (first page).
+const oldGetSQL = `SELECT key, fits, CASE WHEN fits THEN value END, version, expire_time FROM (
+	SELECT key, value, version, expire_time,
+		sum(sz) OVER w - sz < $4 AS fits,
+		sum(sz) OVER w - sz - coalesce(lag(sz) OVER w, 0) < $4 AS keep
+	FROM (SELECT key, value, version, expire_time, octet_length(key) + octet_length(value) AS sz
+		FROM prism_kv_items WHERE namespace = $1 AND id = $2 AND (expire_time IS NULL OR expire_time > now()) ORDER BY key LIMIT $3) b
+	WINDOW w AS (ORDER BY key)) p
+WHERE keep ORDER BY key`
+
+// oldGet is the previous Get's first page of a whole record: the window query and its row loop.
+func oldGet(ctx context.Context, pool *pgxpool.Pool, ns, id string, pageSize int, maxBytes int64) (int, error) {
+	rows, err := pool.Query(ctx, oldGetSQL, ns, []byte(id), pageSize+1, maxBytes)
+	if err != nil {
+		return 0, err
+	}
+	var items []postgreskv.Item
+	var it postgreskv.Item
+	var fits bool
+	var exp *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&it.Key, &fits, &it.Value, &it.Version, &exp}, func() error {
+		if !fits || len(items) == pageSize {
+			return nil
+		}
+		if exp != nil {
+			it.ExpireTime = *exp
+		}
+		items = append(items, it)
+		it = postgreskv.Item{}
+		return nil
+	})
+	return len(items), err
+}
+
+// BenchmarkGet compares, in one run, a whole-record Get of 100 items of 1 KiB (the default
+// page) through the store with the window-function query it replaced. pg-cpu-µs/op is the
+// PostgreSQL backend's CPU per call, client-cpu-µs/op this process's.
+func BenchmarkGet(b *testing.B) {
+	st, pool := newTestStore(b, 1)
+	ctx := context.Background()
+	items := make([]postgreskv.PutItem, 100)
+	for k := range items {
+		items[k] = postgreskv.PutItem{Key: []byte(fmt.Sprintf("key-%03d", k)), Value: bytes.Repeat([]byte("v"), 1<<10)}
+	}
+	_, err := st.Put(ctx, postgreskv.PutRequest{Namespace: "get", ID: "record", Items: items})
+	require.NoError(b, err)
+	var pid int
+	require.NoError(b, pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	const pageSize, maxBytes = 100, 2 << 20
+	methods := []struct {
+		name string
+		run  func() (int, error)
+	}{
+		{"window", func() (int, error) { return oldGet(ctx, pool, "get", "record", pageSize, maxBytes) }},
+		{"go", func() (int, error) {
+			got, _, err := st.Get(ctx, postgreskv.GetRequest{Namespace: "get", ID: "record", PageSize: pageSize, MaxBytes: maxBytes})
+			return len(got), err
+		}},
+	}
+	for _, m := range methods {
+		b.Run("items=100x1KiB/method="+m.name, func(b *testing.B) {
+			cpu0, ok := backendCPU(pid)
+			self0 := processCPU(b)
+			for b.Loop() {
+				n, err := m.run()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n != 100 {
+					b.Fatalf("got %d items", n)
+				}
+			}
+			b.ReportMetric(float64(processCPU(b)-self0)/float64(time.Microsecond)/float64(b.N), "client-cpu-µs/op")
+			if cpu1, ok1 := backendCPU(pid); ok && ok1 {
+				b.ReportMetric(float64(cpu1-cpu0)/float64(time.Microsecond)/float64(b.N), "pg-cpu-µs/op")
+			}
+		})
 	}
 }
