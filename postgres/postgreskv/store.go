@@ -382,7 +382,7 @@ func (s *Store) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
 	}
 	sql := `SELECT key, octet_length(value), CASE WHEN octet_length(value) <= $3 THEN value END, version, expire_time
 	FROM prism_kv_items WHERE ` + where + ` ORDER BY key LIMIT $2`
-	records, more, err := s.readPage(ctx, "get", pageQuery{ns: r.Namespace, id: id, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
+	records, more, err := s.readPage(ctx, "get", pageQuery{ns: r.Namespace, oneRecord: true, id: id, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
 	if err != nil || len(records) == 0 {
 		return nil, "", err
 	}
@@ -466,14 +466,15 @@ func inlineValueBytes(pageSize int, maxBytes int64) int64 {
 
 // pageQuery is one Get or Scan page. sql selects at most pageSize+1 rows in page order, with
 // the columns [id,] key, octet_length(value), value (NULL above the inline bound), version,
-// expire_time; id is left out when the page is one record's (Get), whose id is id.
+// expire_time; id is left out when the page is one record's (Get: oneRecord), whose id is id.
 type pageQuery struct {
-	ns       string
-	id       []byte
-	sql      string
-	args     []any
-	pageSize int
-	maxBytes int64
+	ns        string
+	oneRecord bool
+	id        []byte
+	sql       string
+	args      []any
+	pageSize  int
+	maxBytes  int64
 }
 
 // deferredValue is a row of a page whose value was too large to read with it.
@@ -511,7 +512,7 @@ func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (reco
 	var valueBytes int64
 	var exp *time.Time
 	dest := []any{&it.Key, &valueBytes, &it.Value, &it.Version, &exp}
-	if pq.id == nil {
+	if !pq.oneRecord {
 		dest = append([]any{&id}, dest...)
 	}
 	for rows.Next() {
@@ -541,7 +542,7 @@ func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (reco
 		rec.Items = append(rec.Items, it)
 		count++
 		it = Item{}
-		if pq.id == nil {
+		if !pq.oneRecord {
 			id = nil
 		}
 	}
