@@ -79,10 +79,12 @@ func run(ctx context.Context, args []string, p Plugin, stdout, stderr io.Writer)
 	if devDir == "" {
 		devDir = ".prism-dev/" + info.Name
 	}
+	memLimit := applyMemoryLimit(os.DirFS("/"), os.LookupEnv)
 	srv, err := New(ctx, p, Options{Source: src, Config: cfg, DevMode: *devMode, DevDataDir: devDir})
 	if err != nil {
 		return fail(stderr, name, err)
 	}
+	memLimit.log(srv.logger())
 
 	// The SIGHUP loop is owned here: it ends with ctx and is waited for before Run returns.
 	hup := make(chan os.Signal, 1)

@@ -371,52 +371,24 @@ func (s *Store) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
 		}
 		after = pos.key
 	}
-	q := sqlBuilder{args: []any{r.Namespace, []byte(r.ID), r.PageSize + 1, r.MaxBytes}}
-	where := `namespace = $1 AND id = $2 AND ` + live
+	id := []byte(r.ID)
+	q := sqlBuilder{args: []any{r.Namespace, r.PageSize + 1, inlineValueBytes(r.PageSize, r.MaxBytes), id}}
+	where := `namespace = $1 AND id = $4 AND ` + live
 	if len(r.Keys) > 0 {
 		where += ` AND key = ANY(` + q.arg(r.Keys) + `::bytea[])`
 	}
 	if after != nil {
 		where += ` AND key > ` + q.arg(after)
 	}
-	sql := `SELECT key, fits, CASE WHEN fits THEN value END, version, expire_time FROM (
-	SELECT key, value, version, expire_time,
-		sum(sz) OVER w - sz < $4 AS fits,
-		sum(sz) OVER w - sz - coalesce(lag(sz) OVER w, 0) < $4 AS keep
-	FROM (SELECT key, value, version, expire_time, octet_length(key) + octet_length(value) AS sz
-		FROM prism_kv_items WHERE ` + where + ` ORDER BY key LIMIT $3) b
-	WINDOW w AS (ORDER BY key)) p
-WHERE keep ORDER BY key`
-	rows, err := s.pool.Query(ctx, sql, q.args...)
-	if err != nil {
-		return nil, "", s.fail(ctx, "get", err)
+	sql := `SELECT key, octet_length(value), CASE WHEN octet_length(value) <= $3 THEN value END, version, expire_time
+	FROM prism_kv_items WHERE ` + where + ` ORDER BY key LIMIT $2`
+	records, more, err := s.readPage(ctx, "get", pageQuery{ns: r.Namespace, oneRecord: true, id: id, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
+	if err != nil || len(records) == 0 {
+		return nil, "", err
 	}
-	var items []Item
-	more := false
-	var it Item
-	var fits bool
-	var exp *time.Time
-	_, err = pgx.ForEachRow(rows, []any{&it.Key, &fits, &it.Value, &it.Version, &exp}, func() error {
-		if !fits || len(items) == r.PageSize {
-			more = true
-			return nil
-		}
-		it.ExpireTime = time.Time{}
-		if exp != nil {
-			it.ExpireTime = *exp
-		}
-		if it.Value == nil {
-			it.Value = []byte{}
-		}
-		items = append(items, it)
-		it = Item{}
-		return nil
-	})
-	if err != nil {
-		return nil, "", s.fail(ctx, "get", err)
-	}
+	items := records[0].Items
 	next := ""
-	if more && len(items) > 0 {
+	if more {
 		next = s.tokens.mint(bind, position{key: items[len(items)-1].Key})
 	}
 	return items, next, nil
@@ -449,7 +421,7 @@ func (s *Store) getKeys(ctx context.Context, r GetRequest) ([]Item, string, erro
 func (s *Store) Scan(ctx context.Context, r ScanRequest) ([]Record, string, error) {
 	defer s.observe("scan", time.Now())
 	bind := binding('s', []byte(r.Namespace), []byte(r.IDPrefix))
-	q := sqlBuilder{args: []any{r.Namespace, r.PageSize + 1, r.MaxBytes}}
+	q := sqlBuilder{args: []any{r.Namespace, r.PageSize + 1, inlineValueBytes(r.PageSize, r.MaxBytes)}}
 	where := `namespace = $1 AND ` + live
 	if r.IDPrefix != "" {
 		where += ` AND id >= ` + q.arg([]byte(r.IDPrefix))
@@ -464,56 +436,190 @@ func (s *Store) Scan(ctx context.Context, r ScanRequest) ([]Record, string, erro
 		}
 		where += ` AND (id, key) > (` + q.arg(pos.id) + `, ` + q.arg(pos.key) + `)`
 	}
-	sql := `SELECT id, key, fits, CASE WHEN fits THEN value END, version, expire_time FROM (
-	SELECT id, key, value, version, expire_time,
-		sum(sz) OVER w - sz < $3 AS fits,
-		sum(sz) OVER w - sz - coalesce(lag(sz) OVER w, 0) < $3 AS keep
-	FROM (SELECT id, key, value, version, expire_time, octet_length(key) + octet_length(value) AS sz
-		FROM prism_kv_items WHERE ` + where + ` ORDER BY id, key LIMIT $2) b
-	WINDOW w AS (ORDER BY id, key)) p
-WHERE keep ORDER BY id, key`
-	rows, err := s.pool.Query(ctx, sql, q.args...)
+	sql := `SELECT id, key, octet_length(value), CASE WHEN octet_length(value) <= $3 THEN value END, version, expire_time
+	FROM prism_kv_items WHERE ` + where + ` ORDER BY id, key LIMIT $2`
+	records, more, err := s.readPage(ctx, "scan", pageQuery{ns: r.Namespace, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
 	if err != nil {
-		return nil, "", s.fail(ctx, "scan", err)
-	}
-	var records []Record
-	count := 0
-	more := false
-	var id []byte
-	var it Item
-	var fits bool
-	var exp *time.Time
-	var lastID []byte
-	_, err = pgx.ForEachRow(rows, []any{&id, &it.Key, &fits, &it.Value, &it.Version, &exp}, func() error {
-		if !fits || count == r.PageSize {
-			more = true
-			return nil
-		}
-		if exp != nil {
-			it.ExpireTime = *exp
-		}
-		if it.Value == nil {
-			it.Value = []byte{}
-		}
-		if len(records) == 0 || string(lastID) != string(id) {
-			records = append(records, Record{ID: string(id)})
-			lastID = id
-		}
-		rec := &records[len(records)-1]
-		rec.Items = append(rec.Items, it)
-		count++
-		it, id = Item{}, nil
-		return nil
-	})
-	if err != nil {
-		return nil, "", s.fail(ctx, "scan", err)
+		return nil, "", err
 	}
 	next := ""
-	if more && count > 0 {
+	if more && len(records) > 0 {
 		last := records[len(records)-1]
 		next = s.tokens.mint(bind, position{id: []byte(last.ID), key: last.Items[len(last.Items)-1].Key})
 	}
 	return records, next, nil
+}
+
+// inlineValueFloor is the smallest value size a page always reads along with its row; see
+// inlineValueBytes.
+const inlineValueFloor = 8 << 10
+
+// inlineValueBytes is the largest value a Get or Scan page reads with its row. Larger values
+// are read only for rows that fit the page's byte budget, in a second statement: the page's rows
+// come from one plain keyset query (cheaper for PostgreSQL than a running sum in SQL) and the
+// budget is counted here, so without this bound a page of 1000 rows of 1 MiB values would pull
+// a gigabyte to return 8 MiB. With it the first statement moves at most about
+// max(max_bytes, page_size × 8 KiB).
+func inlineValueBytes(pageSize int, maxBytes int64) int64 {
+	return max(maxBytes/int64(max(pageSize, 1)), inlineValueFloor)
+}
+
+// pageQuery is one Get or Scan page. sql selects at most pageSize+1 rows in page order, with
+// the columns [id,] key, octet_length(value), value (NULL above the inline bound), version,
+// expire_time; id is left out when the page is one record's (Get: oneRecord), whose id is id.
+type pageQuery struct {
+	ns        string
+	oneRecord bool
+	id        []byte
+	sql       string
+	args      []any
+	pageSize  int
+	maxBytes  int64
+}
+
+// deferredValue is a row of a page whose value was too large to read with it.
+type deferredValue struct {
+	record, item int
+	id, key      []byte
+	version      int64
+}
+
+// readPage reads one page and reports whether more rows follow it. If a row holding a large
+// value changed before its value was read and it was the page's first, the page is read again.
+func (s *Store) readPage(ctx context.Context, op string, pq pageQuery) ([]Record, bool, error) {
+	for {
+		records, more, retry, err := s.readPageOnce(ctx, op, pq)
+		if !retry || err != nil {
+			return records, more, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, false, s.fail(ctx, op, err)
+		}
+	}
+}
+
+func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (records []Record, more, retry bool, err error) {
+	rows, err := s.pool.Query(ctx, pq.sql, pq.args...)
+	if err != nil {
+		return nil, false, false, s.fail(ctx, op, err)
+	}
+	defer rows.Close()
+	count := 0
+	var used int64
+	var deferred []deferredValue
+	id := pq.id
+	var it Item
+	var valueBytes int64
+	var exp *time.Time
+	dest := []any{&it.Key, &valueBytes, &it.Value, &it.Version, &exp}
+	if !pq.oneRecord {
+		dest = append([]any{&id}, dest...)
+	}
+	for rows.Next() {
+		// The byte budget is soft, as documented: a row is in the page when the rows before it
+		// stay under max_bytes, so a page always holds at least one item.
+		if count == pq.pageSize || used >= pq.maxBytes {
+			more = true
+			break
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, false, false, s.fail(ctx, op, err)
+		}
+		used += int64(len(it.Key)) + valueBytes
+		if exp != nil {
+			it.ExpireTime = *exp
+		}
+		if len(records) == 0 || records[len(records)-1].ID != string(id) {
+			records = append(records, Record{ID: string(id)})
+		}
+		rec := &records[len(records)-1]
+		switch {
+		case it.Value == nil && valueBytes > 0:
+			deferred = append(deferred, deferredValue{record: len(records) - 1, item: len(rec.Items), id: id, key: it.Key, version: it.Version})
+		case it.Value == nil:
+			it.Value = []byte{}
+		}
+		rec.Items = append(rec.Items, it)
+		count++
+		it = Item{}
+		if !pq.oneRecord {
+			id = nil
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, false, false, s.fail(ctx, op, err)
+	}
+	if len(deferred) > 0 {
+		cut, err := s.readDeferred(ctx, op, pq.ns, records, deferred)
+		if err != nil {
+			return nil, false, false, err
+		}
+		if cut >= 0 {
+			d := deferred[cut]
+			if d.record == 0 && d.item == 0 {
+				return nil, false, true, nil
+			}
+			records, more = truncatePage(records, d.record, d.item), true
+		}
+	}
+	return records, more, false, nil
+}
+
+// sqlDeferredValues reads large values of a page, by key and the version the page saw.
+const sqlDeferredValues = `SELECT u.ord, i.value FROM unnest($2::bytea[], $3::bytea[], $4::int8[]) WITH ORDINALITY AS u(id, key, version, ord)
+	JOIN prism_kv_items i ON i.namespace = $1 AND i.id = u.id AND i.key = u.key AND i.version = u.version AND (i.expire_time IS NULL OR i.expire_time > now())
+	ORDER BY u.ord`
+
+// readDeferred fills in the large values of a page. A row rewritten, deleted or expired since
+// the page was read has no value at its version any more; the index of the first such row is
+// returned (-1 when there is none), and the page must end before it: the next page reads it
+// as it is then.
+func (s *Store) readDeferred(ctx context.Context, op, ns string, records []Record, deferred []deferredValue) (int, error) {
+	ids := make([][]byte, len(deferred))
+	keys := make([][]byte, len(deferred))
+	versions := make([]int64, len(deferred))
+	for i, d := range deferred {
+		ids[i], keys[i], versions[i] = d.id, d.key, d.version
+	}
+	rows, err := s.pool.Query(ctx, sqlDeferredValues, ns, ids, keys, versions)
+	if err != nil {
+		return -1, s.fail(ctx, op, err)
+	}
+	want := 0
+	cut := -1
+	var ord int
+	var value []byte
+	_, err = pgx.ForEachRow(rows, []any{&ord, &value}, func() error {
+		if cut >= 0 {
+			return nil
+		}
+		if ord-1 != want {
+			cut = want
+			return nil
+		}
+		d := deferred[want]
+		records[d.record].Items[d.item].Value = value
+		value = nil
+		want++
+		return nil
+	})
+	if err != nil {
+		return -1, s.fail(ctx, op, err)
+	}
+	if cut < 0 && want < len(deferred) {
+		cut = want
+	}
+	return cut, nil
+}
+
+// truncatePage drops the item at (record, item) and everything after it.
+func truncatePage(records []Record, record, item int) []Record {
+	if item == 0 {
+		return records[:record]
+	}
+	records[record].Items = records[record].Items[:item]
+	return records[:record+1]
 }
 
 // PurgeExpired deletes up to limit expired items and returns how many it deleted. Rows locked
