@@ -31,7 +31,7 @@ func newTestStore(tb testing.TB, cluster, autoPipeline bool) *store {
 		b.Address = testsvc.RedisAddr(tb)
 	}
 	m, _ := newMetrics()
-	st, err := newStore(b, m)
+	st, err := newStore(b, m, nil)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = st.client.Close() })
 	return st
