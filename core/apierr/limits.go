@@ -45,23 +45,33 @@ const NamespacePattern = `^[a-z][a-z0-9_.-]{0,63}$`
 // Namespace checks a request's namespace against NamespacePattern, or against custom when it is
 // not nil; limitKey names the config path of the rule, or is empty when it is fixed. Every plugin
 // reports a bad namespace the same way: "namespace: required" or
-// "namespace: must match <pattern> (<limitKey>), got <namespace>".
+// "namespace: must match <pattern> (<notes>), got <namespace>", the notes being the length the
+// default rule allows and limitKey.
 func Namespace(ns string, custom *regexp.Regexp, limitKey string) error {
 	if ns == "" {
 		return Invalid("namespace", "required")
 	}
-	pattern := NamespacePattern
+	var pattern, notes string
 	if custom == nil {
 		if defaultNamespace(ns) {
 			return nil
 		}
+		pattern, notes = NamespacePattern, "1 to 64 characters"
 	} else {
 		if custom.MatchString(ns) {
 			return nil
 		}
 		pattern = custom.String()
 	}
-	return Invalid("namespace", "must match %s%s, got %s", pattern, within(limitKey), Quote(ns))
+	switch {
+	case notes != "" && limitKey != "":
+		notes = " (" + notes + ", " + limitKey + ")"
+	case notes != "":
+		notes = " (" + notes + ")"
+	default:
+		notes = within(limitKey)
+	}
+	return Invalid("namespace", "must match %s%s, got %s", pattern, notes, Quote(ns))
 }
 
 // defaultNamespace matches NamespacePattern without a regexp: namespaces are checked on every

@@ -61,17 +61,17 @@ func TestNamespace(t *testing.T) {
 		{"digits, dots, dashes and underscores after the first letter", "a0._-z", nil, "", ""},
 		{"empty is required", "", nil, "", "namespace: required"},
 		{"empty is required under a custom rule too", "", custom, "limits.namespace_pattern", "namespace: required"},
-		{"upper case", "Demo", nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$, got "Demo"`},
+		{"upper case", "Demo", nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$ (1 to 64 characters), got "Demo"`},
 		{"the key of a configurable rule is named", "Demo", nil, "limits.namespace_pattern",
-			`namespace: must match ^[a-z][a-z0-9_.-]{0,63}$ (limits.namespace_pattern), got "Demo"`},
-		{"65 characters", strings.Repeat("a", 65), nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$, got "` + strings.Repeat("a", 65) + `"`},
-		{"a leading digit", "1a", nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$, got "1a"`},
-		{"a colon, which would split the stored key", "a:b", nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$, got "a:b"`},
+			`namespace: must match ^[a-z][a-z0-9_.-]{0,63}$ (1 to 64 characters, limits.namespace_pattern), got "Demo"`},
+		{"65 characters", strings.Repeat("a", 65), nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$ (1 to 64 characters), got "` + strings.Repeat("a", 65) + `"`},
+		{"a leading digit", "1a", nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$ (1 to 64 characters), got "1a"`},
+		{"a colon, which would split the stored key", "a:b", nil, "", `namespace: must match ^[a-z][a-z0-9_.-]{0,63}$ (1 to 64 characters), got "a:b"`},
 		{"a custom rule accepts its names", "ns12", custom, "limits.namespace_pattern", ""},
 		{"a custom rule rejects the default's names", "orders", custom, "limits.namespace_pattern",
 			`namespace: must match ^ns[0-9]*$ (limits.namespace_pattern), got "orders"`},
 		{"a huge name is shortened in the error", strings.Repeat("A", 1000), nil, "",
-			`namespace: must match ^[a-z][a-z0-9_.-]{0,63}$, got "` + strings.Repeat("A", 80) + `"... (1000 bytes)`},
+			`namespace: must match ^[a-z][a-z0-9_.-]{0,63}$ (1 to 64 characters), got "` + strings.Repeat("A", 80) + `"... (1000 bytes)`},
 	}
 	re := regexp.MustCompile(apierr.NamespacePattern)
 	for _, tt := range tests {

@@ -37,10 +37,8 @@ func (l *limits) checkNamespace(ns string) error {
 
 func (l *limits) checkID(field, id string) error {
 	switch {
-	case id == "":
-		return apierr.Invalid(field, "required")
-	case len(id) > l.MaxIDBytes:
-		return apierr.TooLarge(field, len(id), l.MaxIDBytes, "limits.max_id_bytes", "bytes")
+	case id == "" || len(id) > l.MaxIDBytes:
+		return apierr.OutOfRange(field, len(id), 1, l.MaxIDBytes, "limits.max_id_bytes", "bytes")
 	case !utf8.ValidString(id):
 		return apierr.Invalid(field, "not valid UTF-8")
 	}
@@ -48,11 +46,8 @@ func (l *limits) checkID(field, id string) error {
 }
 
 func (l *limits) checkKey(field string, key []byte) error {
-	switch {
-	case len(key) == 0:
-		return apierr.Invalid(field, "required (keys must not be empty)")
-	case len(key) > l.MaxKeyBytes:
-		return apierr.TooLarge(field, len(key), l.MaxKeyBytes, "limits.max_key_bytes", "bytes")
+	if len(key) == 0 || len(key) > l.MaxKeyBytes {
+		return apierr.OutOfRange(field, len(key), 1, l.MaxKeyBytes, "limits.max_key_bytes", "bytes")
 	}
 	return nil
 }

@@ -37,11 +37,8 @@ func checkNamespace(ns string) error {
 }
 
 func (s *settings) checkKey(field, key string) error {
-	switch {
-	case len(key) == 0:
-		return apierr.Invalid(field, "required (keys must not be empty)")
-	case len(key) > s.limits.MaxKeyBytes:
-		return apierr.TooLarge(field, len(key), s.limits.MaxKeyBytes, "limits.max_key_bytes", "bytes")
+	if len(key) == 0 || len(key) > s.limits.MaxKeyBytes {
+		return apierr.OutOfRange(field, len(key), 1, s.limits.MaxKeyBytes, "limits.max_key_bytes", "bytes")
 	}
 	return nil
 }
