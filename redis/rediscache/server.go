@@ -103,7 +103,7 @@ func (s *server) Delete(ctx context.Context, req *cachev1.DeleteRequest) (*cache
 	if err != nil {
 		return nil, err
 	}
-	n, err := st.del(ctx, keys)
+	n, err := st.delete(ctx, keys)
 	if err != nil {
 		return nil, err
 	}
