@@ -116,7 +116,7 @@ func TestTime(t *testing.T) {
 				return
 			}
 			assert.Equal(t, codes.InvalidArgument, apierr.Code(err))
-			assert.EqualError(t, err, tt.want)
+			require.EqualError(t, err, tt.want)
 			assert.NotContains(t, err.Error(), "\u00a0", "protobuf's own text (with its non-breaking space) must not leak")
 		})
 	}

@@ -176,7 +176,7 @@ func TestPluginAuthenticatesFromEverySource(t *testing.T) {
 			t.Helper()
 			token := credtest.PluginToken(t, vaultAdmin)
 			return "backend:\n  credentials:\n    source: vault\n    vault:\n      address: " + testsvc.VaultAddr(t) +
-				"\n      auth:\n        token: " + token + "\n      secret:\n        kind: database\n        mount: database\n        role: prism-redis\n",
+					"\n      auth:\n        token: " + token + "\n      secret:\n        kind: database\n        mount: database\n        role: prism-redis\n",
 				nil, []string{token}
 		}, credentials.KindVault, ""},
 	}
