@@ -71,7 +71,7 @@ func Namespace(ns string, custom *regexp.Regexp, limitKey string) error {
 	default:
 		notes = within(limitKey)
 	}
-	return Invalid("namespace", "must match %s%s, got %s", pattern, notes, Quote(ns))
+	return Invalid("namespace", "must match %s%s, got %s", pattern, notes, quote(ns))
 }
 
 // defaultNamespace matches NamespacePattern without a regexp: namespaces are checked on every
@@ -85,9 +85,9 @@ func defaultNamespace(ns string) bool {
 	return ok
 }
 
-// Quote shows a rejected client string in an error, shortened so an error never echoes a huge
+// quote shows a rejected client string in an error, shortened so an error never echoes a huge
 // input.
-func Quote(s string) string {
+func quote(s string) string {
 	if len(s) > 80 {
 		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
 	}
