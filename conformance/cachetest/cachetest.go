@@ -498,7 +498,7 @@ func testLimits(e env) {
 		{"upper-case namespace", func() error {
 			_, err := s.client.Get(ctx, &cachev1.GetRequest{Namespace: "Users", Key: "k"})
 			return err
-		}, []string{"namespace"}},
+		}, []string{"namespace", `namespace: must match ` + apierr.NamespacePattern + ` (1 to 64 characters), got "Users"`}},
 		{"namespace starting with a digit", func() error {
 			_, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: "1abc", Key: "k"})
 			return err
@@ -514,11 +514,11 @@ func testLimits(e env) {
 		{"empty key", func() error {
 			_, err := s.client.Get(ctx, &cachev1.GetRequest{Namespace: ns})
 			return err
-		}, []string{"key", maxKey}},
+		}, []string{"key", maxKey, "key: must be between 1 and " + maxKey + " bytes (limits.max_key_bytes), got 0"}},
 		{"key over the limit", func() error {
 			_, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: longKey})
 			return err
-		}, []string{"key", maxKey}},
+		}, []string{"key", maxKey, "key: must be between 1 and " + maxKey + " bytes (limits.max_key_bytes), got " + strconv.Itoa(len(longKey))}},
 		{"key over the limit in expire", func() error {
 			_, err := s.client.Expire(ctx, &cachev1.ExpireRequest{Namespace: ns, Key: longKey})
 			return err
@@ -526,7 +526,7 @@ func testLimits(e env) {
 		{"value over the limit", func() error {
 			_, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Value: bigValue})
 			return err
-		}, []string{"value", maxValue}},
+		}, []string{"value", maxValue, "value: must be at most " + maxValue + " bytes (limits.max_value_bytes), got " + strconv.Itoa(len(bigValue))}},
 		{"negative ttl", func() error {
 			_, err := s.client.Set(ctx, &cachev1.SetRequest{Namespace: ns, Key: "k", Ttl: durationpb.New(-time.Second)})
 			return err
@@ -558,7 +558,7 @@ func testLimits(e env) {
 		{"too many keys in mget", func() error {
 			_, err := s.client.MGet(ctx, &cachev1.MGetRequest{Namespace: ns, Keys: tooMany})
 			return err
-		}, []string{"keys", maxKeys}},
+		}, []string{"keys", maxKeys, "keys: must be at most " + maxKeys + " keys (limits.max_keys_per_call), got " + strconv.Itoa(len(tooMany))}},
 		{"too many entries in mset", func() error {
 			_, err := s.client.MSet(ctx, &cachev1.MSetRequest{Namespace: ns, Entries: tooManyEntries})
 			return err

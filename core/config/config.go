@@ -167,9 +167,7 @@ func (c *Config) Validate() error {
 	}
 	// Port 0 asks the kernel for a free port (tests use it).
 	checkPort := func(path string, port int) {
-		if port < 0 || port > 65535 {
-			add(path, "must be between 0 and 65535, got %d", port)
-		}
+		errs = append(errs, Between(path, port, 0, 65535))
 	}
 	checkPort("control_plane.port", c.ControlPlane.Port)
 	if c.ControlPlane.HealthInterval < 100*time.Millisecond {
@@ -181,9 +179,7 @@ func (c *Config) Validate() error {
 	if c.ControlPlane.ShutdownGrace < 0 {
 		add("control_plane.shutdown_grace", "must not be negative, got %s", c.ControlPlane.ShutdownGrace)
 	}
-	if n := c.ControlPlane.MaxRecvMessageBytes; n < 1024 || n > 256<<20 {
-		add("control_plane.max_recv_message_bytes", "must be between 1024 and %d, got %d", 256<<20, n)
-	}
+	errs = append(errs, Between("control_plane.max_recv_message_bytes", c.ControlPlane.MaxRecvMessageBytes, 1024, 256<<20))
 	if c.Metrics.Enabled {
 		checkPort("metrics.port", c.Metrics.Port)
 		if c.Metrics.Port != 0 && c.Metrics.Port == c.ControlPlane.Port {

@@ -283,3 +283,27 @@ func TestEnvKeysCoverEveryScalarKey(t *testing.T) {
 	assert.Equal(t, "PRISM_BACKEND_HOSTS", byPath["backend.hosts"])
 	assert.Equal(t, "PRISM_LIMITS_MAX_VALUE_BYTES", byPath["limits.max_value_bytes"])
 }
+
+func TestBetween(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string // empty = accepted
+	}{
+		{"the lower bound is allowed", config.Between("pool_size", 1, 1, 1000), ""},
+		{"the upper bound is allowed", config.Between("pool_size", 1000, 1, 1000), ""},
+		{"below names the path, the range and the value", config.Between("pool_size", 0, 1, 1000), "pool_size: must be between 1 and 1000, got 0"},
+		{"above", config.Between("max_tail_last_n", int64(1)<<40, 1, 100_000_000), "max_tail_last_n: must be between 1 and 100000000, got 1099511627776"},
+		{"durations print as durations", config.Between("plugin.watch_debounce", 2*time.Minute, 10*time.Millisecond, time.Minute),
+			"plugin.watch_debounce: must be between 10ms and 1m0s, got 2m0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.want == "" {
+				assert.NoError(t, tt.err)
+				return
+			}
+			assert.EqualError(t, tt.err, tt.want)
+		})
+	}
+}

@@ -169,9 +169,7 @@ func defaultLimits() *LimitsConfig {
 func (l *LimitsConfig) Validate() error {
 	var errs []error
 	positive := func(name string, v int64, upTo int64) {
-		if v < 1 || v > upTo {
-			errs = append(errs, fmt.Errorf("%s: must be between 1 and %d, got %d", name, upTo, v))
-		}
+		errs = append(errs, config.Between(name, v, 1, upTo))
 	}
 	positive("max_records_per_publish", int64(l.MaxRecordsPerPublish), 100_000)
 	positive("max_key_bytes", int64(l.MaxKeyBytes), 64<<20)

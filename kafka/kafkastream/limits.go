@@ -12,10 +12,13 @@ import (
 )
 
 // This file holds the checks requests pass before the brokers are touched; each error names the
-// request field and the limit it broke.
+// request field and the limit it broke, in apierr's wording.
 
-// maxTopicNameLen is Kafka's limit on topic names.
-const maxTopicNameLen = 249
+// Kafka's own limits on topic and consumer group names.
+const (
+	maxTopicNameLen = 249
+	maxGroupLen     = 255
+)
 
 // validTopicName applies Kafka's rules: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
 func validTopicName(name string) error {
@@ -44,7 +47,7 @@ func validatePublish(limits *LimitsConfig, batchMaxBytes int, req *streamv1.Publ
 		return 0, apierr.Invalid("records", "at least one record is required")
 	}
 	if n > limits.MaxRecordsPerPublish {
-		return 0, apierr.Invalid("records", "at most %d records per request (limits.max_records_per_publish), got %d", limits.MaxRecordsPerPublish, n)
+		return 0, apierr.TooLarge("records", n, limits.MaxRecordsPerPublish, "limits.max_records_per_publish", "records")
 	}
 	total := 0
 	for i, rec := range req.GetRecords() {
@@ -53,12 +56,12 @@ func validatePublish(limits *LimitsConfig, batchMaxBytes int, req *streamv1.Publ
 			return 0, err
 		}
 		if wire := recordBatchBytes(rec); wire > batchMaxBytes {
-			return 0, apierr.Invalid("records["+strconv.Itoa(i)+"]", "key, value and headers take up to %d bytes as a Kafka record batch, at most %d (backend.batch_max_bytes)", wire, batchMaxBytes)
+			return 0, apierr.TooLarge("records["+strconv.Itoa(i)+"]", wire, batchMaxBytes, "backend.batch_max_bytes", "bytes as a Kafka record batch of its own")
 		}
 		total += size
 	}
 	if total > limits.MaxPublishBytes {
-		return 0, apierr.Invalid("records", "at most %d bytes of keys, values and headers per request (limits.max_publish_bytes), got %d", limits.MaxPublishBytes, total)
+		return 0, apierr.TooLarge("records", total, limits.MaxPublishBytes, "limits.max_publish_bytes", "bytes of keys, values and headers")
 	}
 	return total, nil
 }
@@ -88,16 +91,16 @@ func validateRecord(limits *LimitsConfig, i int, rec *streamv1.Record) (int, err
 		return 0, apierr.Invalid("records["+strconv.Itoa(i)+"]", "must not be null")
 	}
 	if n := len(rec.GetKey()); n > limits.MaxKeyBytes {
-		return 0, apierr.Invalid(field("key"), "at most %d bytes (limits.max_key_bytes), got %d", limits.MaxKeyBytes, n)
+		return 0, apierr.TooLarge(field("key"), n, limits.MaxKeyBytes, "limits.max_key_bytes", "bytes")
 	}
 	if n := len(rec.GetValue()); n > limits.MaxValueBytes {
-		return 0, apierr.Invalid(field("value"), "at most %d bytes (limits.max_value_bytes), got %d", limits.MaxValueBytes, n)
+		return 0, apierr.TooLarge(field("value"), n, limits.MaxValueBytes, "limits.max_value_bytes", "bytes")
 	}
 	if rec.GetTombstone() && len(rec.GetValue()) > 0 {
 		return 0, apierr.Invalid(field("value"), "must be empty for a tombstone (tombstone is true), got %d bytes", len(rec.GetValue()))
 	}
 	if n := len(rec.GetHeaders()); n > limits.MaxHeaders {
-		return 0, apierr.Invalid(field("headers"), "at most %d headers (limits.max_headers), got %d", limits.MaxHeaders, n)
+		return 0, apierr.TooLarge(field("headers"), n, limits.MaxHeaders, "limits.max_headers", "headers")
 	}
 	size := len(rec.GetKey()) + len(rec.GetValue())
 	for j, h := range rec.GetHeaders() {
@@ -105,7 +108,7 @@ func validateRecord(limits *LimitsConfig, i int, rec *streamv1.Record) (int, err
 			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d].key", i, j), "must not be empty")
 		}
 		if n := len(h.GetKey()) + len(h.GetValue()); n > limits.MaxHeaderBytes {
-			return 0, apierr.Invalid(fmt.Sprintf("records[%d].headers[%d]", i, j), "key plus value at most %d bytes (limits.max_header_bytes), got %d", limits.MaxHeaderBytes, n)
+			return 0, apierr.TooLarge(fmt.Sprintf("records[%d].headers[%d]", i, j), n, limits.MaxHeaderBytes, "limits.max_header_bytes", "bytes of key and value")
 		}
 		size += len(h.GetKey()) + len(h.GetValue())
 	}
@@ -136,17 +139,17 @@ func validateTail(limits *LimitsConfig, req *streamv1.TailRequest) error {
 			return apierr.Invalid("position", "must be START_POSITION_EARLIEST or START_POSITION_LATEST, got %s", p)
 		}
 	case *streamv1.TailRequest_StartTime:
-		if err := start.StartTime.CheckValid(); err != nil {
-			return apierr.Invalid("start_time", "not a valid time: %v", err)
+		if _, err := apierr.Time("start_time", start.StartTime); err != nil {
+			return err
 		}
 	case *streamv1.TailRequest_LastN:
 		if start.LastN < 1 || start.LastN > limits.MaxTailLastN {
-			return apierr.Invalid("last_n", "must be between 1 and %d (limits.max_tail_last_n), got %d", limits.MaxTailLastN, start.LastN)
+			return apierr.OutOfRange("last_n", start.LastN, 1, limits.MaxTailLastN, "limits.max_tail_last_n", "records")
 		}
 	}
 	if et := req.GetEndTime(); et != nil {
-		if err := et.CheckValid(); err != nil {
-			return apierr.Invalid("end_time", "not a valid time: %v", err)
+		if _, err := apierr.Time("end_time", et); err != nil {
+			return err
 		}
 		if st := req.GetStartTime(); st != nil && et.AsTime().Before(st.AsTime()) {
 			return apierr.Invalid("end_time", "must not be before start_time")
@@ -202,7 +205,7 @@ func validateSubscription(limits *LimitsConfig, backend *BackendConfig, topics *
 		names = []string{""} // the configured default topic, if any
 	}
 	if len(names) > limits.MaxSubscriptionTopics {
-		return out, apierr.Invalid("subscription.topics", "at most %d topics (limits.max_subscription_topics), got %d", limits.MaxSubscriptionTopics, len(names))
+		return out, apierr.TooLarge("subscription.topics", len(names), limits.MaxSubscriptionTopics, "limits.max_subscription_topics", "topics")
 	}
 	seen := make(map[string]bool, len(names))
 	for i, name := range names {
@@ -224,22 +227,26 @@ func validateSubscription(limits *LimitsConfig, backend *BackendConfig, topics *
 	if out.group == "" {
 		return out, apierr.Invalid("subscription.group", "required (no backend.consumer_group is configured)")
 	}
-	if len(out.group) > 255 {
-		return out, apierr.Invalid("subscription.group", "at most 255 characters, got %d", len(out.group))
+	if len(out.group) > maxGroupLen {
+		return out, apierr.TooLarge("subscription.group", len(out.group), maxGroupLen, "", "characters")
 	}
 	switch n := sub.GetMaxOutstandingMessages(); {
 	case n == 0:
 		out.maxMsgs = limits.DefaultOutstandingMessages
-	case n < 0 || int(n) > limits.MaxOutstandingMessages:
-		return out, apierr.Invalid("subscription.max_outstanding_messages", "must be between 0 (default) and %d (limits.max_outstanding_messages), got %d", limits.MaxOutstandingMessages, n)
+	case n < 0:
+		return out, apierr.Invalid("subscription.max_outstanding_messages", "must not be negative (0 is the default), got %d", n)
+	case int(n) > limits.MaxOutstandingMessages:
+		return out, apierr.TooLarge("subscription.max_outstanding_messages", int(n), limits.MaxOutstandingMessages, "limits.max_outstanding_messages", "messages")
 	default:
 		out.maxMsgs = int(n)
 	}
 	switch n := sub.GetMaxOutstandingBytes(); {
 	case n == 0:
 		out.maxBytes = limits.DefaultOutstandingBytes
-	case n < 0 || n > limits.MaxOutstandingBytes:
-		return out, apierr.Invalid("subscription.max_outstanding_bytes", "must be between 0 (default) and %d (limits.max_outstanding_bytes), got %d", limits.MaxOutstandingBytes, n)
+	case n < 0:
+		return out, apierr.Invalid("subscription.max_outstanding_bytes", "must not be negative (0 is the default), got %d", n)
+	case n > limits.MaxOutstandingBytes:
+		return out, apierr.TooLarge("subscription.max_outstanding_bytes", n, limits.MaxOutstandingBytes, "limits.max_outstanding_bytes", "bytes")
 	default:
 		out.maxBytes = n
 	}
@@ -274,7 +281,7 @@ func validateSettle(limits *LimitsConfig, req *streamv1.SubscribeRequest) error 
 			continue
 		}
 		if n := len(f.ids.GetAckIds()); n == 0 || n > limits.MaxAckIDs {
-			return apierr.Invalid(f.name, "must hold between 1 and %d ids (limits.max_ack_ids), got %d", limits.MaxAckIDs, n)
+			return apierr.OutOfRange(f.name, n, 1, limits.MaxAckIDs, "limits.max_ack_ids", "ids")
 		}
 	}
 	return nil

@@ -76,9 +76,7 @@ func (b *BackendConfig) Validate() error {
 		// pgx's message can quote the URL, so only the fact is reported.
 		errs = append(errs, errors.New("database_url: not a valid PostgreSQL URL or DSN"))
 	}
-	if b.PoolSize < 1 || b.PoolSize > 1000 {
-		errs = append(errs, fmt.Errorf("pool_size: must be between 1 and 1000, got %d", b.PoolSize))
-	}
+	errs = append(errs, config.Between("pool_size", b.PoolSize, 1, 1000))
 	if b.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("connect_timeout: must be positive, got %s", b.ConnectTimeout))
 	}
@@ -106,9 +104,7 @@ func (b *BackendConfig) Validate() error {
 	if b.PurgeInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("purge_interval: must be at least 100ms, got %s", b.PurgeInterval))
 	}
-	if b.PurgeBatchSize < 1 || b.PurgeBatchSize > 100000 {
-		errs = append(errs, fmt.Errorf("purge_batch_size: must be between 1 and 100000, got %d", b.PurgeBatchSize))
-	}
+	errs = append(errs, config.Between("purge_batch_size", b.PurgeBatchSize, 1, 100000))
 	if b.PageTokenKey.IsSet() && len(b.PageTokenKey.Reveal()) < 16 {
 		errs = append(errs, errors.New("page_token_key: must be at least 16 characters"))
 	}
@@ -254,22 +250,19 @@ func (l *LimitsConfig) Validate() error {
 	if _, err := regexp.Compile(l.NamespacePattern); err != nil {
 		errs = append(errs, fmt.Errorf("namespace_pattern: %w", err))
 	}
-	between := func(name string, v, lo, hi int) {
-		if v < lo || v > hi {
-			errs = append(errs, fmt.Errorf("%s: must be between %d and %d, got %d", name, lo, hi, v))
-		}
-	}
-	between("max_id_bytes", l.MaxIDBytes, 1, 64<<10)
-	between("max_key_bytes", l.MaxKeyBytes, 1, 64<<10)
-	between("max_value_bytes", l.MaxValueBytes, 1, 64<<20)
-	between("max_items_per_request", l.MaxItemsPerRequest, 1, 100000)
-	between("max_preconditions", l.MaxPreconditions, 0, 100000)
-	between("max_request_bytes", l.MaxRequestBytes, 1, 200<<20)
-	between("max_idempotency_token_bytes", l.MaxIdempotencyTokenBytes, 1, 4096)
-	between("max_page_size", l.MaxPageSize, 1, 100000)
-	between("default_page_size", l.DefaultPageSize, 1, max(l.MaxPageSize, 1))
-	between("max_page_bytes", l.MaxPageBytes, 1, 200<<20)
-	between("default_page_bytes", l.DefaultPageBytes, 1, max(l.MaxPageBytes, 1))
+	errs = append(errs,
+		config.Between("max_id_bytes", l.MaxIDBytes, 1, 64<<10),
+		config.Between("max_key_bytes", l.MaxKeyBytes, 1, 64<<10),
+		config.Between("max_value_bytes", l.MaxValueBytes, 1, 64<<20),
+		config.Between("max_items_per_request", l.MaxItemsPerRequest, 1, 100000),
+		config.Between("max_preconditions", l.MaxPreconditions, 0, 100000),
+		config.Between("max_request_bytes", l.MaxRequestBytes, 1, 200<<20),
+		config.Between("max_idempotency_token_bytes", l.MaxIdempotencyTokenBytes, 1, 4096),
+		config.Between("max_page_size", l.MaxPageSize, 1, 100000),
+		config.Between("default_page_size", l.DefaultPageSize, 1, max(l.MaxPageSize, 1)),
+		config.Between("max_page_bytes", l.MaxPageBytes, 1, 200<<20),
+		config.Between("default_page_bytes", l.DefaultPageBytes, 1, max(l.MaxPageBytes, 1)),
+	)
 	if l.MaxRequestBytes < l.MaxValueBytes {
 		errs = append(errs, fmt.Errorf("max_request_bytes: must be at least max_value_bytes (%d), got %d", l.MaxValueBytes, l.MaxRequestBytes))
 	}

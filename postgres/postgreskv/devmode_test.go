@@ -170,6 +170,6 @@ func TestDevModeReloadAppliesLimitsAndDefersConnectionSettings(t *testing.T) {
 
 	_, err = c.Put(t.Context(), &keyvaluev1.PutRequest{Namespace: "reload", Id: "r", Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Value: []byte("01234567890")}}})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
-	assert.Contains(t, status.Convert(err).Message(), "items[0].value: 11 bytes exceeds limits.max_value_bytes (10)")
+	assert.Contains(t, status.Convert(err).Message(), "items[0].value: must be at most 10 bytes (limits.max_value_bytes), got 11")
 	putOne(t, c, "reload", "r", "k", "short")
 }

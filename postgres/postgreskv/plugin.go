@@ -381,7 +381,8 @@ var connectionKeys = []string{
 
 // swapPool connects with new connection settings and, once the database answers and its schema
 // is in place, moves new calls to the new pool. Calls running on the old pool finish there; the
-// old pool closes when the last of them returns its connection.
+// old pool closes after oldPoolGrace (or at Stop), once the calls still holding its connections
+// return them.
 //
 // A static credentials source takes the new URL's user and password; file and Vault sources keep
 // supplying theirs.
@@ -509,9 +510,12 @@ func (p *Plugin) purge(ctx context.Context, kind string, batch func(context.Cont
 	}
 }
 
-// Reconfigure implements core.Reconfigurer: limits, idempotency retention and purge settings
-// apply at once; new connection settings (URL, password, pool size, TLS files) get a new pool
-// that must reach the database before it replaces the old one, or the reload is rejected.
+// Reconfigure implements core.Reconfigurer. Limits apply from the next request, except that
+// limits needing larger gRPC messages than the server started with are reported as needing a
+// restart (requests up to the old size keep working). idempotency_retention and purge_batch_size
+// apply at once, purge_interval after the purge wait under way. New connection settings
+// (connectionKeys) get a new pool that must reach the database and find its schema before it
+// replaces the old one, or the reload is rejected; in dev mode they take a restart.
 // backend.credentials (which source, which file or Vault secret) takes a restart: the running
 // source keeps rotating the credentials it was started with.
 func (p *Plugin) Reconfigure(ctx context.Context, cfg *config.Config, changed []string) ([]string, error) {

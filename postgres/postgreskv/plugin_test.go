@@ -217,7 +217,7 @@ func TestLimitsChangeOnReload(t *testing.T) {
 
 	_, err = c.Put(t.Context(), &keyvaluev1.PutRequest{Namespace: "ns", Id: "r", Items: []*keyvaluev1.PutItem{{Key: []byte("k"), Value: []byte("01234567890")}}})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
-	assert.Contains(t, status.Convert(err).Message(), "items[0].value: 11 bytes exceeds limits.max_value_bytes (10)")
+	assert.Contains(t, status.Convert(err).Message(), "items[0].value: must be at most 10 bytes (limits.max_value_bytes), got 11")
 	_, err = c.Get(t.Context(), &keyvaluev1.GetRequest{Namespace: "other", Id: "r"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
 	putOne(t, c, "ns", "r", "k", "short")

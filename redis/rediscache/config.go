@@ -94,15 +94,11 @@ func defaultLimits() *LimitsConfig {
 // Validate implements config.Section.
 func (l *LimitsConfig) Validate() error {
 	var errs []error
-	if l.MaxKeyBytes < 1 || l.MaxKeyBytes > 64<<10 {
-		errs = append(errs, fmt.Errorf("max_key_bytes: must be between 1 and %d, got %d", 64<<10, l.MaxKeyBytes))
-	}
-	if l.MaxValueBytes < 1 || l.MaxValueBytes > 128<<20 {
-		errs = append(errs, fmt.Errorf("max_value_bytes: must be between 1 and %d, got %d", 128<<20, l.MaxValueBytes))
-	}
-	if l.MaxKeysPerCall < 1 || l.MaxKeysPerCall > 100000 {
-		errs = append(errs, fmt.Errorf("max_keys_per_call: must be between 1 and 100000, got %d", l.MaxKeysPerCall))
-	}
+	errs = append(errs,
+		config.Between("max_key_bytes", l.MaxKeyBytes, 1, 64<<10),
+		config.Between("max_value_bytes", l.MaxValueBytes, 1, 128<<20),
+		config.Between("max_keys_per_call", l.MaxKeysPerCall, 1, 100000),
+	)
 	if l.MaxBatchBytes < l.MaxValueBytes || l.MaxBatchBytes > 200<<20 {
 		errs = append(errs, fmt.Errorf("max_batch_bytes: must be between max_value_bytes (%d) and %d, got %d", l.MaxValueBytes, 200<<20, l.MaxBatchBytes))
 	}
@@ -179,12 +175,10 @@ func (b *BackendConfig) Validate() error {
 	if b.TTLJitter < 0 || b.TTLJitter > 50 {
 		errs = append(errs, fmt.Errorf("ttl_jitter: must be a percentage between 0 and 50, got %d", b.TTLJitter))
 	}
-	if b.Database < 0 || b.Database > 15 {
-		errs = append(errs, fmt.Errorf("database: must be between 0 and 15, got %d", b.Database))
-	}
-	if b.PoolSize < 1 || b.PoolSize > 10000 {
-		errs = append(errs, fmt.Errorf("pool_size: must be between 1 and 10000, got %d", b.PoolSize))
-	}
+	errs = append(errs,
+		config.Between("database", b.Database, 0, 15),
+		config.Between("pool_size", b.PoolSize, 1, 10000),
+	)
 	if b.MinIdleConns < 0 || b.MinIdleConns > b.PoolSize {
 		errs = append(errs, fmt.Errorf("min_idle_conns: must be between 0 and pool_size (%d), got %d", b.PoolSize, b.MinIdleConns))
 	}

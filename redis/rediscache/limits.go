@@ -1,7 +1,6 @@
 package rediscache
 
 import (
-	"fmt"
 	"strconv"
 	"time"
 
@@ -10,8 +9,8 @@ import (
 	"github.com/prism-gateway/plugins/core/apierr"
 )
 
-// namespacePattern is the rule checkNamespace enforces, quoted in its errors.
-const namespacePattern = `^[a-z][a-z0-9_.-]{0,63}$`
+// This file holds the checks requests pass before Redis is touched; each error names the request
+// field and the limit it broke, in apierr's wording.
 
 // settings are the parts of the configuration that requests read; a reload swaps them whole.
 type settings struct {
@@ -31,29 +30,22 @@ func (s *settings) redisKey(namespace, key string) string {
 	return s.keyPrefix + namespace + ":" + key
 }
 
-// checkNamespace enforces namespacePattern without a regexp on the hot path.
+// checkNamespace enforces apierr.NamespacePattern, the rule the KeyValue plugin uses too; it is
+// fixed here because namespaces are part of the stored key names.
 func checkNamespace(ns string) error {
-	ok := len(ns) >= 1 && len(ns) <= 64 && ns[0] >= 'a' && ns[0] <= 'z'
-	for i := 1; ok && i < len(ns); i++ {
-		c := ns[i]
-		ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'
-	}
-	if !ok {
-		return apierr.Invalid("namespace", "must match %s (1 to 64 characters), got %s", namespacePattern, quoted(ns))
-	}
-	return nil
+	return apierr.Namespace(ns, nil, "")
 }
 
 func (s *settings) checkKey(field, key string) error {
 	if len(key) == 0 || len(key) > s.limits.MaxKeyBytes {
-		return apierr.Invalid(field, "must be 1 to %d bytes (limits.max_key_bytes), got %d", s.limits.MaxKeyBytes, len(key))
+		return apierr.OutOfRange(field, len(key), 1, s.limits.MaxKeyBytes, "limits.max_key_bytes", "bytes")
 	}
 	return nil
 }
 
 func (s *settings) checkValue(field string, value []byte) error {
 	if len(value) > s.limits.MaxValueBytes {
-		return apierr.Invalid(field, "must be at most %d bytes (limits.max_value_bytes), got %d", s.limits.MaxValueBytes, len(value))
+		return apierr.TooLarge(field, len(value), s.limits.MaxValueBytes, "limits.max_value_bytes", "bytes")
 	}
 	return nil
 }
@@ -64,7 +56,7 @@ func (s *settings) checkCount(field string, n int) error {
 		return apierr.Invalid(field, "at least one is required")
 	}
 	if n > s.limits.MaxKeysPerCall {
-		return apierr.Invalid(field, "at most %d per call (limits.max_keys_per_call), got %d", s.limits.MaxKeysPerCall, n)
+		return apierr.TooLarge(field, n, s.limits.MaxKeysPerCall, "limits.max_keys_per_call", field)
 	}
 	return nil
 }
@@ -103,12 +95,4 @@ func (s *settings) writeTTL(ttl time.Duration) time.Duration {
 
 func indexed(field string, i int) string {
 	return field + "[" + strconv.Itoa(i) + "]"
-}
-
-// quoted shows a rejected client string, shortened so an error never echoes a huge input.
-func quoted(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
 }

@@ -103,7 +103,7 @@ func (s *server) Delete(ctx context.Context, req *cachev1.DeleteRequest) (*cache
 	if err != nil {
 		return nil, err
 	}
-	n, err := st.del(ctx, keys)
+	n, err := st.delete(ctx, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +175,7 @@ func (s *server) MSet(ctx context.Context, req *cachev1.MSetRequest) (*cachev1.M
 		entries[i] = msetEntry{key: cfg.redisKey(ns, e.GetKey()), value: e.GetValue(), ttl: cfg.writeTTL(ttl)}
 	}
 	if size > cfg.limits.MaxBatchBytes {
-		return nil, apierr.Invalid("entries", "keys and values must total at most %d bytes (limits.max_batch_bytes), got %d", cfg.limits.MaxBatchBytes, size)
+		return nil, apierr.TooLarge("entries", size, cfg.limits.MaxBatchBytes, "limits.max_batch_bytes", "bytes of keys and values")
 	}
 	st, err := s.plugin.store()
 	if err != nil {

@@ -103,10 +103,10 @@ func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Dura
 	return true, nil
 }
 
-// del removes keys; in cluster mode one UNLINK per hash slot, pipelined.
-func (s *store) del(ctx context.Context, keys []string) (int64, error) {
+// delete removes keys and counts the call in the metrics; unlink does the work.
+func (s *store) delete(ctx context.Context, keys []string) (int64, error) {
 	start := time.Now()
-	n, err := s.delete(ctx, keys)
+	n, err := s.unlink(ctx, keys)
 	s.metrics.observe(opDelete, start, err)
 	if err != nil {
 		return 0, backendError(ctx, "delete", err)
@@ -114,7 +114,8 @@ func (s *store) del(ctx context.Context, keys []string) (int64, error) {
 	return n, nil
 }
 
-func (s *store) delete(ctx context.Context, keys []string) (int64, error) {
+// unlink removes keys with UNLINK; in cluster mode one UNLINK per hash slot, pipelined.
+func (s *store) unlink(ctx context.Context, keys []string) (int64, error) {
 	if !s.cluster {
 		// UNLINK frees large values off Redis's main thread; the count is the same as DEL's.
 		return s.client.Unlink(ctx, keys...).Result()
@@ -141,11 +142,10 @@ type mgetEntry struct {
 	value []byte
 }
 
-// mget reads keys in request order; in cluster mode one MGET (or GET) per hash slot, pipelined,
-// so no command spans slots.
+// mget reads keys in request order and counts the call in the metrics; fetch does the work.
 func (s *store) mget(ctx context.Context, keys []string) ([]mgetEntry, error) {
 	start := time.Now()
-	out, err := s.mgetInto(ctx, keys)
+	out, err := s.fetch(ctx, keys)
 	s.metrics.observe(opMGet, start, err)
 	if err != nil {
 		return nil, backendError(ctx, "mget", err)
@@ -153,7 +153,9 @@ func (s *store) mget(ctx context.Context, keys []string) ([]mgetEntry, error) {
 	return out, nil
 }
 
-func (s *store) mgetInto(ctx context.Context, keys []string) ([]mgetEntry, error) {
+// fetch reads keys with MGET; in cluster mode one MGET (or GET) per hash slot, pipelined, so no
+// command spans slots.
+func (s *store) fetch(ctx context.Context, keys []string) ([]mgetEntry, error) {
 	out := make([]mgetEntry, len(keys))
 	if !s.cluster {
 		vals, err := s.client.MGet(ctx, keys...).Result()

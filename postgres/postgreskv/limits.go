@@ -9,36 +9,36 @@ import (
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
+// This file holds the checks requests pass before the database is touched; each error names the
+// request field and the limit it broke, in apierr's wording.
+
 // limits is a validated LimitsConfig ready to check requests; swapped whole on reload.
 type limits struct {
 	LimitsConfig
-	namespace *regexp.Regexp
+	namespace *regexp.Regexp // nil for the default apierr.NamespacePattern, checked without a regexp
 }
 
 func newLimits(cfg *LimitsConfig) (*limits, error) {
+	l := &limits{LimitsConfig: *cfg}
+	if cfg.NamespacePattern == apierr.NamespacePattern {
+		return l, nil
+	}
 	re, err := regexp.Compile(cfg.NamespacePattern)
 	if err != nil {
 		return nil, fmt.Errorf("limits.namespace_pattern: %w", err)
 	}
-	return &limits{LimitsConfig: *cfg, namespace: re}, nil
+	l.namespace = re
+	return l, nil
 }
 
 func (l *limits) checkNamespace(ns string) error {
-	if ns == "" {
-		return apierr.Invalid("namespace", "required")
-	}
-	if !l.namespace.MatchString(ns) {
-		return apierr.Invalid("namespace", "%q does not match limits.namespace_pattern (%s)", ns, l.NamespacePattern)
-	}
-	return nil
+	return apierr.Namespace(ns, l.namespace, "limits.namespace_pattern")
 }
 
 func (l *limits) checkID(field, id string) error {
 	switch {
-	case id == "":
-		return apierr.Invalid(field, "required")
-	case len(id) > l.MaxIDBytes:
-		return apierr.Invalid(field, "%d bytes exceeds limits.max_id_bytes (%d)", len(id), l.MaxIDBytes)
+	case id == "" || len(id) > l.MaxIDBytes:
+		return apierr.OutOfRange(field, len(id), 1, l.MaxIDBytes, "limits.max_id_bytes", "bytes")
 	case !utf8.ValidString(id):
 		return apierr.Invalid(field, "not valid UTF-8")
 	}
@@ -46,18 +46,15 @@ func (l *limits) checkID(field, id string) error {
 }
 
 func (l *limits) checkKey(field string, key []byte) error {
-	switch {
-	case len(key) == 0:
-		return apierr.Invalid(field, "required (keys must not be empty)")
-	case len(key) > l.MaxKeyBytes:
-		return apierr.Invalid(field, "%d bytes exceeds limits.max_key_bytes (%d)", len(key), l.MaxKeyBytes)
+	if len(key) == 0 || len(key) > l.MaxKeyBytes {
+		return apierr.OutOfRange(field, len(key), 1, l.MaxKeyBytes, "limits.max_key_bytes", "bytes")
 	}
 	return nil
 }
 
 func (l *limits) checkKeys(keys [][]byte) error {
 	if len(keys) > l.MaxItemsPerRequest {
-		return apierr.Invalid("keys", "%d keys exceeds limits.max_items_per_request (%d)", len(keys), l.MaxItemsPerRequest)
+		return apierr.TooLarge("keys", len(keys), l.MaxItemsPerRequest, "limits.max_items_per_request", "keys")
 	}
 	for i, k := range keys {
 		if err := l.checkKey(fmt.Sprintf("keys[%d]", i), k); err != nil {
@@ -69,7 +66,7 @@ func (l *limits) checkKeys(keys [][]byte) error {
 
 func (l *limits) checkToken(token string) error {
 	if len(token) > l.MaxIdempotencyTokenBytes {
-		return apierr.Invalid("idempotency_token", "%d bytes exceeds limits.max_idempotency_token_bytes (%d)", len(token), l.MaxIdempotencyTokenBytes)
+		return apierr.TooLarge("idempotency_token", len(token), l.MaxIdempotencyTokenBytes, "limits.max_idempotency_token_bytes", "bytes")
 	}
 	if !utf8.ValidString(token) {
 		return apierr.Invalid("idempotency_token", "not valid UTF-8")
@@ -79,7 +76,7 @@ func (l *limits) checkToken(token string) error {
 
 func (l *limits) preconditions(pcs []*keyvaluev1.Precondition) ([]Precondition, error) {
 	if len(pcs) > l.MaxPreconditions {
-		return nil, apierr.Invalid("preconditions", "%d preconditions exceeds limits.max_preconditions (%d)", len(pcs), l.MaxPreconditions)
+		return nil, apierr.TooLarge("preconditions", len(pcs), l.MaxPreconditions, "limits.max_preconditions", "preconditions")
 	}
 	out := make([]Precondition, len(pcs))
 	for i, pc := range pcs {
@@ -119,7 +116,7 @@ func (l *limits) put(r *keyvaluev1.PutRequest) (PutRequest, error) {
 	case len(items) == 0:
 		return out, apierr.Invalid("items", "at least one item is required")
 	case len(items) > l.MaxItemsPerRequest:
-		return out, apierr.Invalid("items", "%d items exceeds limits.max_items_per_request (%d)", len(items), l.MaxItemsPerRequest)
+		return out, apierr.TooLarge("items", len(items), l.MaxItemsPerRequest, "limits.max_items_per_request", "items")
 	}
 	seen := make(map[string]int, len(items))
 	total := 0
@@ -134,7 +131,7 @@ func (l *limits) put(r *keyvaluev1.PutRequest) (PutRequest, error) {
 		}
 		seen[string(it.GetKey())] = i
 		if n := len(it.GetValue()); n > l.MaxValueBytes {
-			return out, apierr.Invalid(field+".value", "%d bytes exceeds limits.max_value_bytes (%d)", n, l.MaxValueBytes)
+			return out, apierr.TooLarge(field+".value", n, l.MaxValueBytes, "limits.max_value_bytes", "bytes")
 		}
 		total += len(it.GetKey()) + len(it.GetValue())
 		out.Items[i] = PutItem{Key: it.GetKey(), Value: it.GetValue()}
@@ -145,7 +142,7 @@ func (l *limits) put(r *keyvaluev1.PutRequest) (PutRequest, error) {
 		out.Items[i].TTL = ttl
 	}
 	if total > l.MaxRequestBytes {
-		return out, apierr.Invalid("items", "%d key and value bytes exceeds limits.max_request_bytes (%d)", total, l.MaxRequestBytes)
+		return out, apierr.TooLarge("items", total, l.MaxRequestBytes, "limits.max_request_bytes", "bytes of keys and values")
 	}
 	if err := l.checkToken(out.IdempotencyToken); err != nil {
 		return out, err
@@ -181,7 +178,7 @@ func (l *limits) pageSize(n int32) (int, error) {
 	case n == 0:
 		return l.DefaultPageSize, nil
 	case int(n) > l.MaxPageSize:
-		return 0, apierr.Invalid("page_size", "%d exceeds limits.max_page_size (%d)", n, l.MaxPageSize)
+		return 0, apierr.TooLarge("page_size", int(n), l.MaxPageSize, "limits.max_page_size", "items")
 	}
 	return int(n), nil
 }
@@ -225,7 +222,7 @@ func (l *limits) scan(r *keyvaluev1.ScanRequest) (ScanRequest, error) {
 	case mb == 0:
 		out.MaxBytes = int64(l.DefaultPageBytes)
 	case mb > int64(l.MaxPageBytes):
-		return out, apierr.Invalid("max_bytes", "%d exceeds limits.max_page_bytes (%d)", mb, l.MaxPageBytes)
+		return out, apierr.TooLarge("max_bytes", mb, int64(l.MaxPageBytes), "limits.max_page_bytes", "bytes")
 	default:
 		out.MaxBytes = mb
 	}
