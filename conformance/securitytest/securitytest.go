@@ -34,7 +34,7 @@ import (
 
 	"github.com/prism-gateway/plugins/core/coretest"
 	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
-	"github.com/prism-gateway/plugins/internal/healthwait"
+	"github.com/prism-gateway/plugins/core/healthwait"
 )
 
 // Backend is what the suite needs from one plugin.

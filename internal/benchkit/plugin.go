@@ -22,7 +22,7 @@ import (
 
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
-	"github.com/prism-gateway/plugins/internal/healthwait"
+	"github.com/prism-gateway/plugins/core/healthwait"
 )
 
 // PluginProcessEnv marks the child process that serves the plugin when StartPlugin runs this

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/prism-gateway/plugins/internal/healthwait"
+	"github.com/prism-gateway/plugins/core/healthwait"
 )
 
 // Build compiles the main package in dir (relative to the test's working directory) with

@@ -24,7 +24,7 @@ import (
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 	"github.com/prism-gateway/plugins/internal/binarytest"
-	"github.com/prism-gateway/plugins/internal/healthwait"
+	"github.com/prism-gateway/plugins/core/healthwait"
 	"github.com/prism-gateway/plugins/internal/testsvc"
 )
 

@@ -19,7 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prism-gateway/plugins/core/coretest"
-	"github.com/prism-gateway/plugins/internal/healthwait"
+	"github.com/prism-gateway/plugins/core/healthwait"
 )
 
 const repoRoot = "../.."

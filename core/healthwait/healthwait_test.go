@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/prism-gateway/plugins/internal/healthwait"
+	"github.com/prism-gateway/plugins/core/healthwait"
 )
 
 func TestUntil(t *testing.T) {
