@@ -384,3 +384,28 @@ func TestSCRAMPasswordRotatedDuringSteadyPublish(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadReportsACredentialsChangeAsRestartRequired: the running source stays (it keeps
+// rotating what it reads); a new source, file or secret takes a restart.
+func TestReloadReportsACredentialsChangeAsRestartRequired(t *testing.T) {
+	adm, _ := admin(t)
+	user, password := scramUser(t, adm)
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "first.json"), filepath.Join(dir, "second.json")
+	writeCredentialsFile(t, first, user, password)
+	writeCredentialsFile(t, second, user, password)
+	yaml := func(path string) string {
+		return "backend:\n  brokers: [" + strings.Join(testsvc.KafkaSASLBrokers(t), ", ") + "]\n" + groupTimings +
+			"  credentials:\n    source: file\n    file:\n      path: " + path + "\n"
+	}
+	r := coretest.Start(t, kafkastream.New(), coretest.Options{YAML: yaml(first)})
+	r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, 30*time.Second)
+
+	r.WriteConfig(t, yaml(second))
+	res, err := r.Server.Reload(t.Context())
+	require.NoError(t, err)
+	assert.Contains(t, res.RestartRequired, "backend.credentials.file.path")
+	assert.Equal(t, first, capabilities(t, r)["credentials_location"], "the running source stays until a restart")
+	topic := newTopic(t, adm, 1)
+	publishValues(t, client(r), topic, 0, "after the reload")
+}
