@@ -173,6 +173,7 @@ func TestPluginAuthenticatesFromEachCredentialsSource(t *testing.T) {
 			return map[string]string{"KAFKA_SASL_USERNAME": user, "KAFKA_SASL_PASSWORD": password}, nil
 		}},
 		{"a password file with the username from KAFKA_SASL_USERNAME", "file", func(t *testing.T, user, password string) (map[string]string, []string) {
+			t.Helper()
 			path := filepath.Join(t.TempDir(), "password")
 			require.NoError(t, os.WriteFile(path, []byte(password+"\n"), 0o600))
 			return map[string]string{
@@ -184,6 +185,7 @@ func TestPluginAuthenticatesFromEachCredentialsSource(t *testing.T) {
 			}, nil
 		}},
 		{"vault KV v2 with an AppRole login", "vault", func(t *testing.T, user, password string) (map[string]string, []string) {
+			t.Helper()
 			path := kvPath(t, bao)
 			kvPut(t, bao, path, user, password)
 			roleID, secretIDFile, secretID := appRoleLogin(t, bao)
@@ -258,6 +260,7 @@ func TestSCRAMPasswordRotatedDuringSteadyPublish(t *testing.T) {
 		setup func(t *testing.T, user, password string) (env map[string]string, publish func(password string))
 	}{
 		{"vault KV v2", func(t *testing.T, user, password string) (map[string]string, func(string)) {
+			t.Helper()
 			path := kvPath(t, bao)
 			kvPut(t, bao, path, user, password)
 			return map[string]string{
@@ -269,6 +272,7 @@ func TestSCRAMPasswordRotatedDuringSteadyPublish(t *testing.T) {
 			}, func(pw string) { kvPut(t, bao, path, user, pw) }
 		}},
 		{"a watched JSON file", func(t *testing.T, user, password string) (map[string]string, func(string)) {
+			t.Helper()
 			path := filepath.Join(t.TempDir(), "kafka.json")
 			writeCredentialsFile(t, path, user, password)
 			return map[string]string{
