@@ -9,12 +9,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/credentials"
 )
 
 // SASL mechanisms the plugin speaks.
@@ -49,10 +47,17 @@ type BackendConfig struct {
 	// ConsumerGroup is used when a subscription leaves its group empty.
 	ConsumerGroup string `yaml:"consumer_group"`
 	// SASLMechanism is none, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty means SCRAM-SHA-512
-	// when a username is set, else none.
-	SASLMechanism string        `yaml:"sasl_mechanism"`
-	SASLUsername  string        `yaml:"sasl_username"`
-	SASLPassword  config.Secret `yaml:"sasl_password"`
+	// when a username is set or the credentials come from a file or Vault, else none.
+	SASLMechanism string `yaml:"sasl_mechanism"`
+	// SASLUsername and SASLPassword are the static credentials (KAFKA_SASL_USERNAME,
+	// KAFKA_SASL_PASSWORD); SASLUsername is also the user of a file or KV secret that holds
+	// only a password.
+	SASLUsername string        `yaml:"sasl_username"`
+	SASLPassword config.Secret `yaml:"sasl_password"`
+	// Credentials selects where the SASL user and password come from: static (the two keys
+	// above, the default), a watched file, or Vault. They are read for every connection and
+	// every re-authentication, so rotated credentials need no restart.
+	Credentials credentials.Config `yaml:"credentials"`
 	// TLSEnabled turns on TLS to the brokers; TLSCAFile adds a private CA.
 	TLSEnabled bool   `yaml:"tls_enabled"`
 	TLSCAFile  string `yaml:"tls_ca_file"`
@@ -115,6 +120,10 @@ type BackendConfig struct {
 	MaxDeliveryAttempts int `yaml:"max_delivery_attempts"`
 	// DeadLetterTopic names the dead-letter topic; "{topic}" is replaced by the source topic.
 	DeadLetterTopic string `yaml:"dead_letter_topic"`
+
+	// creds is not configuration: Initialize sets it to the source Credentials selects, and
+	// every client clientOptions builds authenticates from it.
+	creds credentials.Source
 }
 
 // LimitsConfig is the plugin's `limits` section.
@@ -212,6 +221,7 @@ func defaultBackend() *BackendConfig {
 		CommitInterval:         time.Second,
 		FetchMaxWait:           500 * time.Millisecond,
 		DeadLetterTopic:        "{topic}.dlq",
+		Credentials:            credentials.DefaultConfig(),
 	}
 }
 
@@ -220,7 +230,7 @@ func (b *BackendConfig) mechanism() string {
 	if b.SASLMechanism != "" {
 		return b.SASLMechanism
 	}
-	if b.SASLUsername != "" {
+	if b.SASLUsername != "" || b.Credentials.Source != credentials.KindStatic {
 		return MechanismScramSHA512
 	}
 	return MechanismNone
@@ -237,17 +247,24 @@ func (b *BackendConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("brokers.%d: must be host:port, got %q", i, broker))
 		}
 	}
-	switch m := b.mechanism(); m {
-	case MechanismNone:
-	case MechanismPlain, MechanismScramSHA256, MechanismScramSHA512:
+	switch m := b.mechanism(); {
+	case m == MechanismNone && b.Credentials.Source != credentials.KindStatic:
+		errs = append(errs, fmt.Errorf("sasl_mechanism: none sends no credentials, but credentials.source is %s", b.Credentials.Source))
+	case m == MechanismNone:
+	case m != MechanismPlain && m != MechanismScramSHA256 && m != MechanismScramSHA512:
+		errs = append(errs, fmt.Errorf("sasl_mechanism: must be none, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", m))
+	case b.Credentials.Source != credentials.KindStatic:
+		// The file or Vault secret supplies them.
+	default:
 		if b.SASLUsername == "" {
 			errs = append(errs, fmt.Errorf("sasl_username: required with sasl_mechanism %s", m))
 		}
 		if !b.SASLPassword.IsSet() {
 			errs = append(errs, fmt.Errorf("sasl_password: required with sasl_mechanism %s", m))
 		}
-	default:
-		errs = append(errs, fmt.Errorf("sasl_mechanism: must be none, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", m))
+	}
+	if err := b.Credentials.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if b.TLSCAFile != "" && !b.TLSEnabled {
 		errs = append(errs, errors.New("tls_ca_file: needs tls_enabled: true"))
@@ -378,17 +395,7 @@ func (b *BackendConfig) clientOptions() ([]kgo.Opt, error) {
 		// otherwise waits up to 5s between metadata refreshes.
 		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
-	var mech sasl.Mechanism
-	user, pass := b.SASLUsername, b.SASLPassword.Reveal()
-	switch b.mechanism() {
-	case MechanismPlain:
-		mech = plain.Auth{User: user, Pass: pass}.AsMechanism()
-	case MechanismScramSHA256:
-		mech = scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
-	case MechanismScramSHA512:
-		mech = scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()
-	}
-	if mech != nil {
+	if mech := saslMechanism(b.mechanism(), b.credentialsSource()); mech != nil {
 		opts = append(opts, kgo.SASL(mech))
 	}
 	if b.TLSEnabled {

@@ -33,6 +33,10 @@ func TestBackendValidation(t *testing.T) {
 		{"an invalid default topic", func(b *BackendConfig) { b.Topic = "a/b" }, "topic: may only contain"},
 		{"an unknown sasl mechanism", func(b *BackendConfig) { b.SASLMechanism = "GSSAPI" }, "sasl_mechanism:"},
 		{"scram without a password", func(b *BackendConfig) { b.SASLUsername = "u" }, "sasl_password: required"},
+		{"a credentials file without a path", func(b *BackendConfig) { b.Credentials.Source = "file" }, "credentials.file.path: required"},
+		{"vault credentials with no sasl mechanism", func(b *BackendConfig) {
+			b.Credentials.Source, b.Credentials.Vault.Secret.Path, b.SASLMechanism = "vault", "prism/kafka", MechanismNone
+		}, "sasl_mechanism: none sends no credentials, but credentials.source is vault"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +47,13 @@ func TestBackendValidation(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+func TestCredentialsFromAFileOrVaultNeedNoStaticPassword(t *testing.T) {
+	b := defaultBackend()
+	b.Credentials.Source, b.Credentials.File.Path = "file", "/etc/prism/kafka/password"
+	require.NoError(t, b.Validate())
+	assert.Equal(t, MechanismScramSHA512, b.mechanism(), "SCRAM-SHA-512 is the default with a file or vault source")
 }
 
 func TestLimitsValidation(t *testing.T) {

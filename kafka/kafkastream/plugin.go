@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
+	"github.com/prism-gateway/plugins/core/credentials"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 )
 
@@ -28,6 +30,9 @@ type Plugin struct {
 	limits   atomic.Pointer[LimitsConfig]
 	metrics  *metrics
 	draining <-chan struct{}
+	// creds yields the SASL credentials of every connection (nil in dev mode); it stays until a
+	// restart, rotating what it was configured to read.
+	creds credentials.Source
 
 	mu       sync.RWMutex
 	producer *kgo.Client
@@ -89,6 +94,13 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 	if err := p.checkRecordFits(limits); err != nil {
 		return err
 	}
+	if !p.dev {
+		src, err := newCredentialsSource(backend, env)
+		if err != nil {
+			return err
+		}
+		p.creds, backend.creds = src, src
+	}
 	p.limits.Store(limits)
 	return nil
 }
@@ -98,12 +110,19 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 	streamv1.RegisterStreamServiceServer(s, &server{plugin: p})
 }
 
-// Start implements core.Plugin. franz-go connects lazily, so brokers that are down or refuse the
-// credentials show up in Health, not here.
-func (p *Plugin) Start(context.Context) error {
+// Start implements core.Plugin. It first obtains the backend credentials and fails if it cannot
+// (a missing file, Vault unreachable or refusing): the plugin could not authenticate at all.
+// franz-go connects lazily, so brokers that are down or refuse the credentials show up in
+// Health, not here.
+func (p *Plugin) Start(ctx context.Context) error {
 	if p.dev && p.devKafka == nil {
 		if err := p.startDevKafka(); err != nil {
 			return err
+		}
+	}
+	if p.creds != nil {
+		if err := p.creds.Start(ctx); err != nil {
+			return fmt.Errorf("backend credentials (%s): %w", p.creds.Describe().Kind, err)
 		}
 	}
 	opts, err := p.backend.clientOptions()
@@ -125,8 +144,14 @@ func (p *Plugin) Start(context.Context) error {
 	return nil
 }
 
-// Health implements core.Plugin with a real round trip (authenticated metadata request).
+// Health implements core.Plugin: usable credentials first (expired ones are NOT_SERVING with the
+// reason renewal failed), then a real round trip (authenticated metadata request).
 func (p *Plugin) Health(ctx context.Context) error {
+	if p.creds != nil {
+		if err := credentials.Check(p.creds); err != nil {
+			return err
+		}
+	}
 	client := p.currentClient()
 	if client == nil {
 		return errors.New("kafka client not started")
@@ -141,7 +166,7 @@ func (p *Plugin) Health(ctx context.Context) error {
 
 // Stop implements core.Plugin. Streams have ended by now (core cancels them first); their group
 // clients leave the group before Stop returns so partitions move on at once.
-func (p *Plugin) Stop(context.Context) error {
+func (p *Plugin) Stop(ctx context.Context) error {
 	p.streams.Wait()
 	p.mu.Lock()
 	client := p.producer
@@ -154,10 +179,17 @@ func (p *Plugin) Stop(context.Context) error {
 		p.devKafka.Close()
 		p.devKafka = nil
 	}
+	if p.creds != nil {
+		if err := p.creds.Stop(ctx); err != nil {
+			return fmt.Errorf("stop backend credentials: %w", err)
+		}
+	}
 	return nil
 }
 
 // Reconfigure implements core.Reconfigurer: limits apply live, backend changes need a restart.
+// That includes backend.credentials (which source, which file or Vault secret): the running
+// source keeps rotating the credentials it was started with, so new passwords need no reload.
 func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []string) ([]string, error) {
 	limits, ok := cfg.Limits.(*LimitsConfig)
 	if !ok {
@@ -208,6 +240,9 @@ func (p *Plugin) Capabilities() map[string]string {
 	}
 	if p.devKafka != nil {
 		caps["dev_brokers"] = strings.Join(p.backend.Brokers, ",")
+	}
+	if p.creds != nil {
+		maps.Copy(caps, p.creds.Describe().Capabilities())
 	}
 	return caps
 }

@@ -81,6 +81,10 @@ sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_prism="prism";
+# SASL sessions end after 10s: clients re-authenticate (KIP-368) with the
+# credentials they hold now, so a rotated SCRAM password is picked up without reconnecting, and
+# an old password stops working on open connections too.
+connections.max.reauth.ms=10000
 
 log.dirs=$KAFKA_DATA
 num.partitions=3
