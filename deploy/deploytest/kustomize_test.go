@@ -112,7 +112,16 @@ func TestKustomizeOverlaysRenderValidWorkloads(t *testing.T) {
 					if tc.vaultAgent {
 						assert.Equal(t, "true", ann["vault.hashicorp.com/agent-inject"])
 						assert.NotEmpty(t, ann["vault.hashicorp.com/role"])
-						assert.NotEmpty(t, ann["vault.hashicorp.com/agent-inject-secret-password"])
+						assert.NotEmpty(t, ann["vault.hashicorp.com/agent-inject-secret-credentials.json"])
+						assert.Contains(t, ann["vault.hashicorp.com/agent-inject-template-credentials.json"], `"password": "{{`,
+							"the agent renders JSON the file source parses")
+						env := map[string]string{}
+						for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+							env[e.Name] = e.Value
+						}
+						assert.Equal(t, "file", env["PRISM_BACKEND_CREDENTIALS_SOURCE"])
+						assert.Equal(t, "/vault/secrets/credentials.json", env["PRISM_BACKEND_CREDENTIALS_FILE_PATH"],
+							"the plugin watches the file the agent writes")
 						require.NotNil(t, d.Spec.Template.Spec.AutomountServiceAccountToken)
 						assert.True(t, *d.Spec.Template.Spec.AutomountServiceAccountToken, "the injector needs the token")
 					} else {
