@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -90,7 +91,18 @@ func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Dura
 		args.Mode = "XX"
 	}
 	start := time.Now()
-	err := s.single.SetArgs(ctx, key, value, args).Err()
+	var err error
+	if cond == ifAbsent {
+		// Never sent twice: if Redis ran it and the connection dropped before the reply, a replay
+		// would find the key it wrote itself and answer "not stored". The caller gets UNAVAILABLE
+		// instead. (On the client, not the autopipeliner, whose batches share one retry policy.)
+		cmd := onceStatusCmd{redis.NewStatusCmd(ctx, setNXArgs(key, value, ttl, keepTTL)...)}
+		_ = s.client.Process(ctx, cmd)
+		err = cmd.Err()
+	} else {
+		// Replaying SET or SET XX writes the same value again and gives the same answer.
+		err = s.single.SetArgs(ctx, key, value, args).Err()
+	}
 	if errors.Is(err, redis.Nil) {
 		// NX or XX did not hold: Redis answers a null reply.
 		s.metrics.observe(opSet, start, nil)
@@ -101,6 +113,24 @@ func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Dura
 		return false, backendError(ctx, "set", err)
 	}
 	return true, nil
+}
+
+// onceStatusCmd is a command go-redis must not send again after a network error.
+type onceStatusCmd struct{ *redis.StatusCmd }
+
+// NoRetry implements redis.Cmder.
+func (onceStatusCmd) NoRetry() bool { return true }
+
+// setNXArgs are the arguments of SET key value [PX ms | KEEPTTL] NX.
+func setNXArgs(key string, value []byte, ttl time.Duration, keepTTL bool) []any {
+	args := []any{"set", key, value}
+	switch {
+	case keepTTL:
+		args = append(args, "keepttl")
+	case ttl > 0:
+		args = append(args, "px", strconv.FormatInt(ttl.Milliseconds(), 10))
+	}
+	return append(args, "nx")
 }
 
 // delete removes keys and counts the call in the metrics; unlink does the work.
