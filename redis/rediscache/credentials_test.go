@@ -14,7 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/prism-gateway/plugins/core/coretest"
 	"github.com/prism-gateway/plugins/core/credentials"
@@ -371,4 +373,39 @@ func TestAppRoleTokenExpiryLogsInAgain(t *testing.T) {
 	reportLoad(t, "approle with 2s tokens", l, fmt.Sprintf(", %d re-logins logged", logins))
 	assert.Empty(t, credtest.Capabilities(t, r)["credentials_last_error"])
 	credtest.AssertNoSecrets(t, r.Logs.String(), pwA, pwB, secretID)
+}
+
+// What a Vault outage comes to once the cached credentials expire, shown with a file whose expiry
+// passes: the plugin stops using the user (calls are UNAVAILABLE, no connection outlives it),
+// reports NOT_SERVING with the reason, and new credentials make it serve again by itself.
+func TestExpiredCredentialsAreNotServingUntilReplaced(t *testing.T) {
+	admin := redisAdmin(t)
+	userA, pwA := aclUser(t, admin)
+	userB, pwB := aclUser(t, admin)
+	path := filepath.Join(t.TempDir(), "redis.json")
+	expiry := time.Now().Add(3 * time.Second).UTC()
+	doc := fmt.Sprintf(`{"username": %q, "password": %q, "expiry": %q}`, userA, pwA, expiry.Format(time.RFC3339Nano))
+	require.NoError(t, os.WriteFile(path, []byte(doc), 0o600))
+	r := startWithCredentials(t, "backend:\n  credentials:\n    source: file\n    file:\n      path: "+path+"\n", nil)
+	c := cachev1.NewCacheServiceClient(r.Conn)
+	_, err := c.Set(t.Context(), &cachev1.SetRequest{Namespace: "creds", Key: "k", Value: []byte("v")})
+	require.NoError(t, err)
+	assert.Equal(t, expiry.Format(time.RFC3339), credtest.Capabilities(t, r)["credentials_expiry"])
+
+	r.WaitHealth(t, cacheService, healthpb.HealthCheckResponse_NOT_SERVING, 10*time.Second)
+	t.Logf("NOT_SERVING at expiry%+v (the client is replaced 1s ahead)", time.Since(expiry).Round(time.Millisecond))
+	require.Eventually(t, func() bool { return r.Logs.Contains("credentials expired") }, 5*time.Second, 50*time.Millisecond,
+		"the log gives the reason")
+	_, err = c.Get(t.Context(), &cachev1.GetRequest{Namespace: "creds", Key: "k"})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	assert.Zero(t, clientUsers(t, admin)[userA], "no connection of the expired user is left")
+
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`{"username": %q, "password": %q}`, userB, pwB)), 0o600))
+	r.WaitHealth(t, cacheService, healthpb.HealthCheckResponse_SERVING, 10*time.Second)
+	caps := credtest.Capabilities(t, r)
+	assert.Equal(t, userB, caps["credentials_username"])
+	assert.NotContains(t, caps, "credentials_expiry")
+	_, err = c.Get(t.Context(), &cachev1.GetRequest{Namespace: "creds", Key: "k"})
+	require.NoError(t, err)
+	credtest.AssertNoSecrets(t, r.Logs.String(), pwA, pwB)
 }
