@@ -20,11 +20,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/prism-gateway/plugins/core/healthwait"
 	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 	"github.com/prism-gateway/plugins/internal/binarytest"
-	"github.com/prism-gateway/plugins/core/healthwait"
 	"github.com/prism-gateway/plugins/internal/testsvc"
 )
 
