@@ -268,3 +268,51 @@ func TestDescriptionCapabilitiesAndCheck(t *testing.T) {
 		assert.NotContains(t, v, "s3cret")
 	}
 }
+
+// Follow reports each change with the credentials replaced and the new ones, and, when the
+// current ones near their expiry with nothing renewing them, says so once.
+func TestFollowReportsChangesAndAnExpiryAhead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "creds.json")
+	expiry := time.Now().Add(1500 * time.Millisecond).UTC()
+	write := func(user string, exp time.Time) {
+		doc := fmt.Sprintf(`{"username": %q, "password": "pw-%s"`, user, user)
+		if !exp.IsZero() {
+			doc += fmt.Sprintf(`, "expiry": %q`, exp.Format(time.RFC3339Nano))
+		}
+		require.NoError(t, os.WriteFile(path, []byte(doc+"}"), 0o600))
+	}
+	write("first", time.Time{})
+	src := startFile(t, path, nil, &coretest.Buffer{})
+	type change struct{ prev, next string }
+	changes, expiring := make(chan change, 4), make(chan string, 4)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		credentials.Follow(ctx, src, time.Second, credentials.Follower{
+			Changed:  func(prev, next credentials.Credentials) { changes <- change{prev.Username, next.Username} },
+			Expiring: func(cur credentials.Credentials) { expiring <- cur.Username },
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	write("second", expiry)
+	select {
+	case c := <-changes:
+		assert.Equal(t, change{"first", "second"}, c)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change reported")
+	}
+	select {
+	case u := <-expiring:
+		assert.Equal(t, "second", u)
+		assert.Less(t, time.Until(expiry), 1100*time.Millisecond, "reported about a second ahead of the expiry")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the expiry ahead was not reported")
+	}
+	select {
+	case u := <-expiring:
+		t.Fatalf("the expiry of %s was reported twice", u)
+	case <-time.After(700 * time.Millisecond):
+	}
+}

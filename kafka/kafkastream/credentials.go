@@ -62,13 +62,5 @@ func (b *BackendConfig) credentialsSource() credentials.Source {
 
 // newCredentialsSource builds the source backend.credentials selects. It is started in Start.
 func newCredentialsSource(b *BackendConfig, env core.Env) (credentials.Source, error) {
-	metrics, err := credentials.NewMetrics(env.Metrics)
-	if err != nil {
-		return nil, err
-	}
-	src, err := credentials.New(b.Credentials, credentials.Options{Static: b.staticCredentials(), Log: env.Logger, Metrics: metrics})
-	if err != nil {
-		return nil, fmt.Errorf("backend.credentials: %w", err)
-	}
-	return src, nil
+	return credentials.Open(b.Credentials, b.staticCredentials(), env.Logger, env.Metrics)
 }

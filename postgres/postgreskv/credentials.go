@@ -74,41 +74,18 @@ func useClientCert(tc *tls.Config, cert *tls.Certificate) {
 // call returns them, so no call fails; every connection opened after the Reset logs in with the
 // newer credentials.
 func (p *Plugin) retireLoop(ctx context.Context, src credentials.Source) {
-	var retiredAt time.Time // the expiry deadline last acted on
-	for {
-		changed := src.Changes() // before Current, so a change in between is not missed
-		cur, _ := src.Current()
-		var deadline <-chan time.Time
-		var timer *time.Timer
-		at := cur.Expiry.Add(-retireAhead)
-		if !cur.Expiry.IsZero() && at.After(retiredAt) {
-			timer = time.NewTimer(time.Until(at))
-			deadline = timer.C
-		}
-		select {
-		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
-			return
-		case <-changed:
-			if timer != nil {
-				timer.Stop()
-			}
-			next, _ := src.Current()
+	credentials.Follow(ctx, src, retireAhead, credentials.Follower{
+		Changed: func(_, next credentials.Credentials) {
 			p.retireConnections()
 			p.log.Info("backend credentials changed; connections made with the previous ones are closed as their calls finish",
 				"source", src.Describe().Kind, "username", next.Username, "serial", next.Serial)
-		case <-deadline:
-			retiredAt = at
-			// A renewed lease moves the expiry without a change: nothing to retire then.
-			if now, _ := src.Current(); now.Serial == cur.Serial && !now.Expiry.After(cur.Expiry) {
-				p.retireConnections()
-				p.log.Warn("backend credentials expire and were not renewed; closing their connections",
-					"source", src.Describe().Kind, "username", cur.Username, "expiry", cur.Expiry, "last_error", src.Describe().LastError)
-			}
-		}
-	}
+		},
+		Expiring: func(cur credentials.Credentials) {
+			p.retireConnections()
+			p.log.Warn("backend credentials expire and were not renewed; closing their connections",
+				"source", src.Describe().Kind, "username", cur.Username, "expiry", cur.Expiry, "last_error", src.Describe().LastError)
+		},
+	})
 }
 
 // retireConnections closes every connection of the current pool without failing a call: the

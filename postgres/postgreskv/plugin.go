@@ -150,15 +150,7 @@ func newCredentialsSource(b *BackendConfig, env core.Env) (credentials.Source, e
 	if err != nil {
 		return nil, err
 	}
-	metrics, err := credentials.NewMetrics(env.Metrics)
-	if err != nil {
-		return nil, err
-	}
-	src, err := credentials.New(b.Credentials, credentials.Options{Static: static, Log: env.Logger, Metrics: metrics})
-	if err != nil {
-		return nil, fmt.Errorf("backend.credentials: %w", err)
-	}
-	return src, nil
+	return credentials.Open(b.Credentials, static, env.Logger, env.Metrics)
 }
 
 // newPool returns a pool on b's connection settings whose connections log in with src.

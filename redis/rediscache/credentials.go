@@ -16,15 +16,7 @@ const retireAhead = time.Second
 // newCredentialsSource builds the source backend.credentials selects, with the backend section's
 // username and password as the static values. It is started in Start.
 func newCredentialsSource(b *BackendConfig, env core.Env) (credentials.Source, error) {
-	metrics, err := credentials.NewMetrics(env.Metrics)
-	if err != nil {
-		return nil, err
-	}
-	src, err := credentials.New(b.Credentials, credentials.Options{Static: b.staticCredentials(), Log: env.Logger, Metrics: metrics})
-	if err != nil {
-		return nil, fmt.Errorf("backend.credentials: %w", err)
-	}
-	return src, nil
+	return credentials.Open(b.Credentials, b.staticCredentials(), env.Logger, env.Metrics)
 }
 
 // credentialsProvider is go-redis's per-connection login: the source's current user and
@@ -50,45 +42,22 @@ func credentialsProvider(src credentials.Source) func(context.Context) (string, 
 // replaces the client at once: no connection outlives its credentials, and calls fail with
 // UNAVAILABLE until new ones come.
 func (p *Plugin) retireLoop(ctx context.Context, src credentials.Source) {
-	var retiredAt time.Time // the expiry deadline last acted on
-	for {
-		changed := src.Changes() // before Current, so a change in between is not missed
-		cur, _ := src.Current()
-		var deadline <-chan time.Time
-		var timer *time.Timer
-		at := cur.Expiry.Add(-retireAhead)
-		if !cur.Expiry.IsZero() && at.After(retiredAt) {
-			timer = time.NewTimer(time.Until(at))
-			deadline = timer.C
-		}
-		select {
-		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
-			return
-		case <-changed:
-			if timer != nil {
-				timer.Stop()
-			}
+	credentials.Follow(ctx, src, retireAhead, credentials.Follower{
+		Changed: func(prev, next credentials.Credentials) {
 			grace := retireGrace
-			if !cur.Expiry.IsZero() {
-				grace = max(0, min(grace, time.Until(at)))
+			if !prev.Expiry.IsZero() {
+				grace = max(0, min(grace, time.Until(prev.Expiry.Add(-retireAhead))))
 			}
-			next, _ := src.Current()
 			p.replaceClient("backend credentials changed; calls move to a client that logs in with the new ones", grace)
 			p.log.Info("backend credentials changed", "source", src.Describe().Kind,
 				"username", next.Username, "serial", next.Serial, "old_client_closes_in", grace.String())
-		case <-deadline:
-			retiredAt = at
-			// A renewed lease moves the expiry without a change: nothing to retire then.
-			if now, _ := src.Current(); now.Serial == cur.Serial && !now.Expiry.After(cur.Expiry) {
-				p.replaceClient("backend credentials expire and were not renewed; closing their connections", 0)
-				p.log.Warn("backend credentials expire and were not renewed", "source", src.Describe().Kind,
-					"username", cur.Username, "expiry", cur.Expiry, "last_error", src.Describe().LastError)
-			}
-		}
-	}
+		},
+		Expiring: func(cur credentials.Credentials) {
+			p.replaceClient("backend credentials expire and were not renewed; closing their connections", 0)
+			p.log.Warn("backend credentials expire and were not renewed", "source", src.Describe().Kind,
+				"username", cur.Username, "expiry", cur.Expiry, "last_error", src.Describe().LastError)
+		},
+	})
 }
 
 // replaceClient swaps in a new client on the same settings and closes the old one after grace.
