@@ -16,8 +16,7 @@ import (
 	"github.com/prism-gateway/plugins/postgres/postgreskv"
 )
 
-// engine is what both stores offer; the table tests below run every case on each, so the
-// SQLite dev engine is held to the PostgreSQL engine's answers, wording included.
+// engine is what both stores offer.
 type engine interface {
 	Put(ctx context.Context, r postgreskv.PutRequest) ([]int64, error)
 	Delete(ctx context.Context, r postgreskv.DeleteRequest) (int64, error)
@@ -27,23 +26,27 @@ type engine interface {
 	PurgeTokens(ctx context.Context, limit int) (int64, error)
 }
 
-// forEachEngine runs fn on a fresh PostgreSQL database and on a fresh SQLite file, both keeping
-// idempotency tokens for retention.
-func forEachEngine(t *testing.T, retention time.Duration, fn func(t *testing.T, st engine)) {
-	t.Helper()
-	keep := func() time.Duration { return retention }
-	t.Run("postgres", func(t *testing.T) {
+// engines opens each store on fresh storage: a new PostgreSQL database or a new SQLite file,
+// keeping idempotency tokens for retention. Every test below runs its cases on both, so the
+// SQLite dev engine is held to the PostgreSQL engine's answers, wording included.
+var engines = []struct {
+	name string
+	open func(t *testing.T, retention time.Duration) engine
+}{
+	{"postgres", func(t *testing.T, retention time.Duration) engine {
+		t.Helper()
 		_, pool := newTestStore(t, 4)
 		key, err := postgreskv.Migrate(t.Context(), pool)
 		require.NoError(t, err)
-		fn(t, postgreskv.NewStore(pool, key, keep))
-	})
-	t.Run("sqlite", func(t *testing.T) {
-		st, err := postgreskv.OpenSQLiteStore(t.Context(), filepath.Join(t.TempDir(), "kv.db"), keep)
+		return postgreskv.NewStore(pool, key, func() time.Duration { return retention })
+	}},
+	{"sqlite", func(t *testing.T, retention time.Duration) engine {
+		t.Helper()
+		st, err := postgreskv.OpenSQLiteStore(t.Context(), filepath.Join(t.TempDir(), "kv.db"), func() time.Duration { return retention })
 		require.NoError(t, err)
 		t.Cleanup(func() { assert.NoError(t, st.Close()) })
-		fn(t, st)
-	})
+		return st
+	}},
 }
 
 func put(t *testing.T, st engine, id string, keys ...string) []int64 {
@@ -76,29 +79,32 @@ func TestEnginesPreconditionFailures(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			forEachEngine(t, time.Hour, func(t *testing.T, st engine) {
-				va := put(t, st, "r", "a")[0]
-				want := tc.want
-				switch n := countVerbs(want); n {
-				case 1:
-					want = fmt.Sprintf(want, va)
-				case 2:
-					want = fmt.Sprintf(want, va, va+100)
-				}
-				_, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r",
-					Items: []postgreskv.PutItem{{Key: []byte("a"), Value: []byte("new")}}, Preconditions: tc.pcs(va)})
-				require.ErrorIs(t, err, apierr.ErrAborted)
-				assert.EqualError(t, err, want)
-				_, err = st.Delete(t.Context(), postgreskv.DeleteRequest{Namespace: "ns", ID: "r", Preconditions: tc.pcs(va)})
-				require.ErrorIs(t, err, apierr.ErrAborted)
-				assert.EqualError(t, err, want, "a Delete words it the same")
+			for _, eng := range engines {
+				t.Run(eng.name, func(t *testing.T) {
+					st := eng.open(t, time.Hour)
+					va := put(t, st, "r", "a")[0]
+					want := tc.want
+					switch n := countVerbs(want); n {
+					case 1:
+						want = fmt.Sprintf(want, va)
+					case 2:
+						want = fmt.Sprintf(want, va, va+100)
+					}
+					_, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r",
+						Items: []postgreskv.PutItem{{Key: []byte("a"), Value: []byte("new")}}, Preconditions: tc.pcs(va)})
+					require.ErrorIs(t, err, apierr.ErrAborted)
+					require.EqualError(t, err, want)
+					_, err = st.Delete(t.Context(), postgreskv.DeleteRequest{Namespace: "ns", ID: "r", Preconditions: tc.pcs(va)})
+					require.ErrorIs(t, err, apierr.ErrAborted)
+					require.EqualError(t, err, want, "a Delete words it the same")
 
-				items, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 10, MaxBytes: 1 << 20})
-				require.NoError(t, err)
-				require.Len(t, items, 1, "nothing was written or deleted")
-				assert.Equal(t, va, items[0].Version)
-				assert.Equal(t, "value of a", string(items[0].Value))
-			})
+					items, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 10, MaxBytes: 1 << 20})
+					require.NoError(t, err)
+					require.Len(t, items, 1, "nothing was written or deleted")
+					assert.Equal(t, va, items[0].Version)
+					assert.Equal(t, "value of a", string(items[0].Value))
+				})
+			}
 		})
 	}
 }
@@ -114,46 +120,52 @@ func countVerbs(s string) int {
 }
 
 func TestEnginesPreconditionsThatHoldLetTheWriteThrough(t *testing.T) {
-	forEachEngine(t, time.Hour, func(t *testing.T, st engine) {
-		va := put(t, st, "r", "a")[0]
-		vs, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r",
-			Items:         []postgreskv.PutItem{{Key: []byte("a"), Value: []byte("x")}, {Key: []byte("b"), Value: []byte("y")}},
-			Preconditions: []postgreskv.Precondition{{Key: []byte("a"), Version: va}, {Key: []byte("b"), Absent: true}}})
-		require.NoError(t, err)
-		require.Len(t, vs, 2)
-		assert.Greater(t, vs[0], va, "a rewrite gets a newer version")
-		n, err := st.Delete(t.Context(), postgreskv.DeleteRequest{Namespace: "ns", ID: "r",
-			Preconditions: []postgreskv.Precondition{{Key: []byte("b"), Version: vs[1]}}})
-		require.NoError(t, err)
-		assert.Equal(t, int64(2), n)
-	})
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			st := eng.open(t, time.Hour)
+			va := put(t, st, "r", "a")[0]
+			vs, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r",
+				Items:         []postgreskv.PutItem{{Key: []byte("a"), Value: []byte("x")}, {Key: []byte("b"), Value: []byte("y")}},
+				Preconditions: []postgreskv.Precondition{{Key: []byte("a"), Version: va}, {Key: []byte("b"), Absent: true}}})
+			require.NoError(t, err)
+			require.Len(t, vs, 2)
+			assert.Greater(t, vs[0], va, "a rewrite gets a newer version")
+			n, err := st.Delete(t.Context(), postgreskv.DeleteRequest{Namespace: "ns", ID: "r",
+				Preconditions: []postgreskv.Precondition{{Key: []byte("b"), Version: vs[1]}}})
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), n)
+		})
+	}
 }
 
 func TestEnginesIdempotencyTokens(t *testing.T) {
-	forEachEngine(t, time.Hour, func(t *testing.T, st engine) {
-		req := postgreskv.PutRequest{Namespace: "ns", ID: "r", IdempotencyToken: "tok",
-			Items: []postgreskv.PutItem{{Key: []byte("b"), Value: []byte("1")}, {Key: []byte("a"), Value: []byte("2")}}}
-		first, err := st.Put(t.Context(), req)
-		require.NoError(t, err)
-		again, err := st.Put(t.Context(), req)
-		require.NoError(t, err)
-		assert.Equal(t, first, again, "a retry gets the first call's versions")
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			st := eng.open(t, time.Hour)
+			req := postgreskv.PutRequest{Namespace: "ns", ID: "r", IdempotencyToken: "tok",
+				Items: []postgreskv.PutItem{{Key: []byte("b"), Value: []byte("1")}, {Key: []byte("a"), Value: []byte("2")}}}
+			first, err := st.Put(t.Context(), req)
+			require.NoError(t, err)
+			again, err := st.Put(t.Context(), req)
+			require.NoError(t, err)
+			assert.Equal(t, first, again, "a retry gets the first call's versions")
 
-		other := req
-		other.Items = other.Items[:1]
-		_, err = st.Put(t.Context(), other)
-		require.ErrorIs(t, err, apierr.ErrInvalidArgument, "the token belongs to a different request")
+			other := req
+			other.Items = other.Items[:1]
+			_, err = st.Put(t.Context(), other)
+			require.ErrorIs(t, err, apierr.ErrInvalidArgument, "the token belongs to a different request")
 
-		del := postgreskv.DeleteRequest{Namespace: "ns", ID: "r", IdempotencyToken: "del"}
-		n, err := st.Delete(t.Context(), del)
-		require.NoError(t, err)
-		assert.Equal(t, int64(2), n)
-		n, err = st.Delete(t.Context(), del)
-		require.NoError(t, err)
-		assert.Equal(t, int64(2), n, "a retried Delete reports what the first one removed")
-		_, err = st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r", IdempotencyToken: "del", Items: req.Items})
-		require.ErrorIs(t, err, apierr.ErrInvalidArgument, "a Delete's token cannot answer a Put")
-	})
+			del := postgreskv.DeleteRequest{Namespace: "ns", ID: "r", IdempotencyToken: "del"}
+			n, err := st.Delete(t.Context(), del)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), n)
+			n, err = st.Delete(t.Context(), del)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), n, "a retried Delete reports what the first one removed")
+			_, err = st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r", IdempotencyToken: "del", Items: req.Items})
+			require.ErrorIs(t, err, apierr.ErrInvalidArgument, "a Delete's token cannot answer a Put")
+		})
+	}
 }
 
 func TestEnginesPaging(t *testing.T) {
@@ -172,116 +184,125 @@ func TestEnginesPaging(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			forEachEngine(t, time.Hour, func(t *testing.T, st engine) {
-				keys := []string{"k3", "k0", "k4", "k1", "k2"}
-				for _, id := range []string{"r1", "r0", "r2"} {
-					put(t, st, id, keys...)
-				}
-				put(t, st, "other", "k0")
-
-				var sizes []int
-				var got []string
-				token := ""
-				for {
-					items, next, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r0",
-						PageSize: tc.pageSize, MaxBytes: tc.maxBytes, PageToken: token})
-					require.NoError(t, err)
-					sizes = append(sizes, len(items))
-					for _, it := range items {
-						got = append(got, string(it.Key))
+			for _, eng := range engines {
+				t.Run(eng.name, func(t *testing.T) {
+					st := eng.open(t, time.Hour)
+					keys := []string{"k3", "k0", "k4", "k1", "k2"}
+					for _, id := range []string{"r1", "r0", "r2"} {
+						put(t, st, id, keys...)
 					}
-					if next == "" {
-						break
-					}
-					token = next
-				}
-				assert.Equal(t, tc.wantGet, sizes, "Get page sizes")
-				assert.Equal(t, []string{"k0", "k1", "k2", "k3", "k4"}, got, "every key once, in order")
+					put(t, st, "other", "k0")
 
-				if tc.wantScan == nil {
-					return
-				}
-				sizes, got, token = nil, nil, ""
-				for {
-					recs, next, err := st.Scan(t.Context(), postgreskv.ScanRequest{Namespace: "ns", IDPrefix: "r",
-						PageSize: tc.pageSize, MaxBytes: tc.maxBytes, PageToken: token})
-					require.NoError(t, err)
-					n := 0
-					for _, rec := range recs {
-						for _, it := range rec.Items {
-							got = append(got, rec.ID+"/"+string(it.Key))
-							n++
+					var sizes []int
+					var got []string
+					token := ""
+					for {
+						items, next, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r0",
+							PageSize: tc.pageSize, MaxBytes: tc.maxBytes, PageToken: token})
+						require.NoError(t, err)
+						sizes = append(sizes, len(items))
+						for _, it := range items {
+							got = append(got, string(it.Key))
 						}
+						if next == "" {
+							break
+						}
+						token = next
 					}
-					sizes = append(sizes, n)
-					if next == "" {
-						break
+					assert.Equal(t, tc.wantGet, sizes, "Get page sizes")
+					assert.Equal(t, []string{"k0", "k1", "k2", "k3", "k4"}, got, "every key once, in order")
+
+					if tc.wantScan == nil {
+						return
 					}
-					token = next
-				}
-				assert.Equal(t, tc.wantScan, sizes, "Scan page sizes")
-				require.Len(t, got, 15, "the prefix keeps record other out")
-				assert.Equal(t, "r0/k0", got[0])
-				assert.Equal(t, "r2/k4", got[14])
-			})
+					sizes, got, token = nil, nil, ""
+					for {
+						recs, next, err := st.Scan(t.Context(), postgreskv.ScanRequest{Namespace: "ns", IDPrefix: "r",
+							PageSize: tc.pageSize, MaxBytes: tc.maxBytes, PageToken: token})
+						require.NoError(t, err)
+						n := 0
+						for _, rec := range recs {
+							for _, it := range rec.Items {
+								got = append(got, rec.ID+"/"+string(it.Key))
+								n++
+							}
+						}
+						sizes = append(sizes, n)
+						if next == "" {
+							break
+						}
+						token = next
+					}
+					assert.Equal(t, tc.wantScan, sizes, "Scan page sizes")
+					require.Len(t, got, 15, "the prefix keeps record other out")
+					assert.Equal(t, "r0/k0", got[0])
+					assert.Equal(t, "r2/k4", got[14])
+				})
+			}
 		})
 	}
 }
 
 func TestEnginesRejectForeignPageTokens(t *testing.T) {
-	forEachEngine(t, time.Hour, func(t *testing.T, st engine) {
-		put(t, st, "r", "a", "b")
-		_, token, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 1, MaxBytes: 1 << 20})
-		require.NoError(t, err)
-		require.NotEmpty(t, token)
-		cases := []struct {
-			name string
-			call func() error
-		}{
-			{"a Get token on another record", func() error {
-				_, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "s", PageSize: 1, MaxBytes: 1 << 20, PageToken: token})
-				return err
-			}},
-			{"a Get token on a Scan", func() error {
-				_, _, err := st.Scan(t.Context(), postgreskv.ScanRequest{Namespace: "ns", PageSize: 1, MaxBytes: 1 << 20, PageToken: token})
-				return err
-			}},
-			{"a token that is not one", func() error {
-				_, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 1, MaxBytes: 1 << 20, PageToken: "nope"})
-				return err
-			}},
-		}
-		for _, tc := range cases {
-			err := tc.call()
-			require.ErrorIs(t, err, apierr.ErrInvalidArgument, tc.name)
-			assert.EqualError(t, err, "page_token: not a valid page token for this request", tc.name)
-		}
-	})
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			st := eng.open(t, time.Hour)
+			put(t, st, "r", "a", "b")
+			_, token, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 1, MaxBytes: 1 << 20})
+			require.NoError(t, err)
+			require.NotEmpty(t, token)
+			cases := []struct {
+				name string
+				call func() error
+			}{
+				{"a Get token on another record", func() error {
+					_, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "s", PageSize: 1, MaxBytes: 1 << 20, PageToken: token})
+					return err
+				}},
+				{"a Get token on a Scan", func() error {
+					_, _, err := st.Scan(t.Context(), postgreskv.ScanRequest{Namespace: "ns", PageSize: 1, MaxBytes: 1 << 20, PageToken: token})
+					return err
+				}},
+				{"a token that is not one", func() error {
+					_, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 1, MaxBytes: 1 << 20, PageToken: "nope"})
+					return err
+				}},
+			}
+			for _, tc := range cases {
+				err := tc.call()
+				require.ErrorIs(t, err, apierr.ErrInvalidArgument, tc.name)
+				assert.EqualError(t, err, "page_token: not a valid page token for this request", tc.name)
+			}
+		})
+	}
 }
 
 func TestEnginesPurge(t *testing.T) {
-	forEachEngine(t, time.Millisecond, func(t *testing.T, st engine) {
-		_, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r", IdempotencyToken: "tok", Items: []postgreskv.PutItem{
-			{Key: []byte("short"), Value: []byte("x"), TTL: time.Millisecond},
-			{Key: []byte("kept"), Value: []byte("y")},
-		}})
-		require.NoError(t, err)
-		time.Sleep(50 * time.Millisecond) // past the item's TTL and the token's retention
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			st := eng.open(t, time.Millisecond)
+			_, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "r", IdempotencyToken: "tok", Items: []postgreskv.PutItem{
+				{Key: []byte("short"), Value: []byte("x"), TTL: time.Millisecond},
+				{Key: []byte("kept"), Value: []byte("y")},
+			}})
+			require.NoError(t, err)
+			time.Sleep(50 * time.Millisecond) // past the item's TTL and the token's retention
 
-		items, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 10, MaxBytes: 1 << 20})
-		require.NoError(t, err)
-		require.Len(t, items, 1, "an expired item is not read even before it is purged")
-		assert.Equal(t, "kept", string(items[0].Key))
+			items, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "r", PageSize: 10, MaxBytes: 1 << 20})
+			require.NoError(t, err)
+			require.Len(t, items, 1, "an expired item is not read even before it is purged")
+			assert.Equal(t, "kept", string(items[0].Key))
 
-		n, err := st.PurgeExpired(t.Context(), 100)
-		require.NoError(t, err)
-		assert.Equal(t, int64(1), n, "the expired item is purged")
-		n, err = st.PurgeExpired(t.Context(), 100)
-		require.NoError(t, err)
-		assert.Zero(t, n, "nothing is left to purge")
-		n, err = st.PurgeTokens(t.Context(), 100)
-		require.NoError(t, err)
-		assert.Equal(t, int64(1), n, "the token past its retention is purged")
-		t.Logf("purged 1 item and 1 token")
-	})
+			n, err := st.PurgeExpired(t.Context(), 100)
+			require.NoError(t, err)
+			assert.Equal(t, int64(1), n, "the expired item is purged")
+			n, err = st.PurgeExpired(t.Context(), 100)
+			require.NoError(t, err)
+			assert.Zero(t, n, "nothing is left to purge")
+			n, err = st.PurgeTokens(t.Context(), 100)
+			require.NoError(t, err)
+			assert.Equal(t, int64(1), n, "the token past its retention is purged")
+			t.Logf("purged 1 item and 1 token")
+		})
+	}
 }

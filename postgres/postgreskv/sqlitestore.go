@@ -472,9 +472,7 @@ func (s *SQLiteStore) PurgeTokens(ctx context.Context, limit int) (int64, error)
 
 // purge deletes up to limit of t's expired rows, oldest first, on the writer connection.
 func (s *SQLiteStore) purge(ctx context.Context, t purgeTarget, limit int) (int64, error) {
-	key := strings.Join(t.key, ", ")
-	res, err := s.writer.ExecContext(ctx, `DELETE FROM `+t.table+` WHERE (`+key+`) IN (
-	SELECT `+key+` FROM `+t.table+` WHERE expire_time <= $1 ORDER BY expire_time LIMIT $2)`, time.Now().UnixMicro(), limit)
+	res, err := s.writer.ExecContext(ctx, sqlitePurgeSQL(t), time.Now().UnixMicro(), limit)
 	if err != nil {
 		return 0, s.fail(ctx, t.op, err)
 	}
@@ -483,6 +481,14 @@ func (s *SQLiteStore) purge(ctx context.Context, t purgeTarget, limit int) (int6
 		return 0, s.fail(ctx, t.op, err)
 	}
 	return n, nil
+}
+
+// sqlitePurgeSQL deletes up to $2 of t's rows expired at $1. Table and columns come from
+// purgeTarget's constants, never from a request.
+func sqlitePurgeSQL(t purgeTarget) string {
+	key := strings.Join(t.key, ", ")
+	return `DELETE FROM ` + t.table + ` WHERE (` + key + `) IN (
+	SELECT ` + key + ` FROM ` + t.table + ` WHERE expire_time <= $1 ORDER BY expire_time LIMIT $2)`
 }
 
 // fail turns a SQLite error into one of apierr's kinds. As with PostgreSQL, only the result

@@ -603,18 +603,24 @@ func (s *Store) PurgeTokens(ctx context.Context, limit int) (int64, error) {
 // purge deletes up to limit of t's expired rows. Rows locked by writers (or by another
 // replica's purge) are skipped and left for the next round.
 func (s *Store) purge(ctx context.Context, t purgeTarget, limit int) (int64, error) {
-	join := make([]string, len(t.key))
-	for i, c := range t.key {
-		join[i] = "i." + c + " = d." + c
-	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM `+t.table+` i USING (
-	SELECT `+strings.Join(t.key, ", ")+` FROM `+t.table+` WHERE expire_time <= now()
-	ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) d
-WHERE `+strings.Join(join, " AND ")+` AND i.expire_time <= now()`, limit)
+	tag, err := s.pool.Exec(ctx, pgPurgeSQL(t), limit)
 	if err != nil {
 		return 0, s.fail(ctx, t.op, err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// pgPurgeSQL deletes up to $1 of t's expired rows. Table and columns come from purgeTarget's
+// constants, never from a request.
+func pgPurgeSQL(t purgeTarget) string {
+	join := make([]string, len(t.key))
+	for i, c := range t.key {
+		join[i] = "i." + c + " = d." + c
+	}
+	return `DELETE FROM ` + t.table + ` i USING (
+	SELECT ` + strings.Join(t.key, ", ") + ` FROM ` + t.table + ` WHERE expire_time <= now()
+	ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) d
+WHERE ` + strings.Join(join, " AND ") + ` AND i.expire_time <= now()`
 }
 
 // fail turns a database error into one of apierr's kinds. Server messages can quote stored
