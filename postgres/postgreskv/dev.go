@@ -36,7 +36,7 @@ func (p *Plugin) startDev(ctx context.Context) error {
 		return fmt.Errorf("create dev data directory: %w", err)
 	}
 	path := filepath.Join(p.devDir, devDBFile)
-	st, err := openSQLiteStore(ctx, path, func() time.Duration { return time.Duration(p.retention.Load()) })
+	st, err := OpenSQLiteStore(ctx, path, func() time.Duration { return time.Duration(p.retention.Load()) })
 	if err != nil {
 		return fmt.Errorf("open dev database: %w", err)
 	}

@@ -10,5 +10,6 @@
 //
 // In dev mode (--dev, EnableDevMode) the same adapter, validation, page tokens and purge run on
 // an embedded SQLite database (modernc.org/sqlite, pure Go) in one file under the dev data
-// directory: both stores implement kvStore. See postgres/README.md.
+// directory: both stores (Store, SQLiteStore) implement kvStore and share the engine-neutral
+// logic in engine.go. See postgres/README.md.
 package postgreskv

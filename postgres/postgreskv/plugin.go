@@ -243,7 +243,7 @@ func (p *Plugin) migrateLoop(ctx context.Context) {
 		started := time.Now()
 		p.log.Info("postgres schema migration started", "attempt", attempt, "timeout", timeout.String())
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		_, err := p.pgStore(actx)
+		_, err := p.ensureSchema(actx)
 		cancel()
 		if err == nil {
 			p.log.Info("postgres schema migration finished", "attempt", attempt, "duration", time.Since(started).String())
@@ -309,19 +309,9 @@ func (p *Plugin) store(ctx context.Context) (kvStore, error) {
 	return nil, apierr.Unavailable("postgres", errNotMigrated)
 }
 
-// current returns the store in use without waiting for a migration, or nil.
-func (p *Plugin) current() kvStore {
-	if st := p.devKV.Load(); st != nil {
-		return st
-	}
-	if st := p.kv.Load(); st != nil {
-		return st
-	}
-	return nil
-}
-
-// pgStore returns the Store once the schema is migrated, migrating it if it is not yet.
-func (p *Plugin) pgStore(ctx context.Context) (*Store, error) {
+// ensureSchema returns the PostgreSQL Store once the schema is migrated, migrating it if it is
+// not yet; data calls use store, which never waits for a migration.
+func (p *Plugin) ensureSchema(ctx context.Context) (*Store, error) {
 	if st := p.kv.Load(); st != nil {
 		return st, nil
 	}
@@ -474,9 +464,9 @@ func (p *Plugin) purgeLoop(ctx context.Context) {
 			return
 		case <-time.After(time.Duration(p.purgeEvery.Load())):
 		}
-		st := p.current()
-		if st == nil {
-			continue
+		st, err := p.store(ctx)
+		if err != nil {
+			continue // not started or not migrated yet: nothing to purge
 		}
 		p.purge(ctx, "items", st.PurgeExpired)
 		p.purge(ctx, "idempotency_tokens", st.PurgeTokens)

@@ -2,8 +2,6 @@ package postgreskv
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -64,41 +62,28 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) ([]byte, error) {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockID); err != nil {
 		return nil, fmt.Errorf("take migration lock: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS prism_kv_schema (version int NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return nil, fmt.Errorf("create schema version table: %w", err)
-	}
-	var current int
-	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM prism_kv_schema`).Scan(&current); err != nil {
-		return nil, fmt.Errorf("read schema version: %w", err)
-	}
-	if current > len(migrations) {
-		return nil, fmt.Errorf("database schema version %d is newer than this plugin's %d: upgrade the plugin", current, len(migrations))
-	}
-	for v := current + 1; v <= len(migrations); v++ {
-		if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
-			return nil, fmt.Errorf("apply schema migration %d: %w", v, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO prism_kv_schema (version) VALUES ($1)`, v); err != nil {
-			return nil, fmt.Errorf("record schema migration %d: %w", v, err)
-		}
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("generate page token key: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO prism_kv_settings (name, value) VALUES ('page_token_key', $1) ON CONFLICT (name) DO NOTHING`, key); err != nil {
-		return nil, fmt.Errorf("store page token key: %w", err)
-	}
-	if err := tx.QueryRow(ctx, `SELECT value FROM prism_kv_settings WHERE name = 'page_token_key'`).Scan(&key); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, errors.New("page token key missing after migration")
-		}
-		return nil, fmt.Errorf("read page token key: %w", err)
+	key, err := migrateSchema(ctx, migrationTx{
+		exec:   func(ctx context.Context, q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err },
+		scan:   func(ctx context.Context, q string, dest ...any) error { return tx.QueryRow(ctx, q).Scan(dest...) },
+		noRows: pgx.ErrNoRows,
+	}, pgSchema)
+	if err != nil {
+		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit migration: %w", err)
 	}
 	return key, nil
+}
+
+// pgSchema is the PostgreSQL schema for migrateSchema.
+var pgSchema = schemaPlan{
+	steps:        migrations,
+	versionTable: `CREATE TABLE IF NOT EXISTS prism_kv_schema (version int NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+	recordStep:   `INSERT INTO prism_kv_schema (version) VALUES ($1)`,
+	args:         func(v int) []any { return []any{v} },
+	noun:         "database",
+	upgrade:      "upgrade the plugin",
 }
 
 // SchemaVersion is the schema version this plugin migrates a database to.

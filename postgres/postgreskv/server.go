@@ -9,7 +9,7 @@ import (
 )
 
 // kvStore is what the gRPC adapter and the purge loop need from a backend: *Store on
-// PostgreSQL, or *sqliteStore in dev mode. Requests arrive validated against the limits; errors
+// PostgreSQL, or *SQLiteStore in dev mode. Requests arrive validated against the limits; errors
 // come back as apierr kinds (ABORTED for a failed precondition, INVALID_ARGUMENT for a bad page
 // token or a reused idempotency token, UNAVAILABLE for backend trouble).
 type kvStore interface {

@@ -5,7 +5,6 @@ package postgreskv
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/binary"
 	"errors"
@@ -64,21 +63,21 @@ CREATE TABLE prism_kv_settings (
 // in Unix microseconds, taken once per statement.
 const sqliteLive = `(expire_time IS NULL OR expire_time > $3)`
 
-// sqliteStore runs KeyValue operations on an embedded SQLite database (dev mode) with the same
+// SQLiteStore runs KeyValue operations on an embedded SQLite database (dev mode) with the same
 // semantics as Store. Writes share one connection, so concurrent writers queue in Go instead of
 // sleeping in SQLite's busy handler, and each write is one BEGIN IMMEDIATE transaction, which
 // also holds off writers in another process on the same file. Reads have their own connections
 // and, in WAL mode, neither wait for the writer nor see its uncommitted work.
-type sqliteStore struct {
+type SQLiteStore struct {
 	writer, reader *sql.DB
 	tokens         pageTokens
 	retention      func() time.Duration
 	observe        func(op string, start time.Time)
 }
 
-// openSQLiteStore opens (creating if needed) the database file at path, migrates it, and
+// OpenSQLiteStore opens (creating if needed) the database file at path, migrates it, and
 // returns a store on it with the page token key stored in the database.
-func openSQLiteStore(ctx context.Context, path string, retention func() time.Duration) (*sqliteStore, error) {
+func OpenSQLiteStore(ctx context.Context, path string, retention func() time.Duration) (*SQLiteStore, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", path, err)
@@ -94,7 +93,7 @@ func openSQLiteStore(ctx context.Context, path string, retention func() time.Dur
 	writer.SetMaxOpenConns(1)
 	writer.SetMaxIdleConns(1)
 	writer.SetConnMaxIdleTime(0)
-	st := &sqliteStore{writer: writer, retention: retention, observe: func(string, time.Time) {}}
+	st := &SQLiteStore{writer: writer, retention: retention, observe: func(string, time.Time) {}}
 	key, err := st.migrate(ctx)
 	if err != nil {
 		_ = writer.Close()
@@ -115,39 +114,24 @@ func openSQLiteStore(ctx context.Context, path string, retention func() time.Dur
 
 // migrate brings the schema to the latest version and returns the page token key stored in
 // the database. The immediate transaction keeps a second process on the same file out.
-func (s *sqliteStore) migrate(ctx context.Context) ([]byte, error) {
+func (s *SQLiteStore) migrate(ctx context.Context) ([]byte, error) {
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin sqlite migration: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS prism_kv_schema (version INTEGER NOT NULL, applied_at INTEGER NOT NULL) STRICT`); err != nil {
-		return nil, fmt.Errorf("create schema version table: %w", err)
-	}
-	var current int
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM prism_kv_schema`).Scan(&current); err != nil {
-		return nil, fmt.Errorf("read schema version: %w", err)
-	}
-	if current > len(sqliteMigrations) {
-		return nil, fmt.Errorf("dev database schema version %d is newer than this plugin's %d: upgrade the plugin or remove the data directory", current, len(sqliteMigrations))
-	}
-	for v := current + 1; v <= len(sqliteMigrations); v++ {
-		if _, err := tx.ExecContext(ctx, sqliteMigrations[v-1]); err != nil {
-			return nil, fmt.Errorf("apply sqlite schema migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO prism_kv_schema (version, applied_at) VALUES ($1, $2)`, v, time.Now().UnixMicro()); err != nil {
-			return nil, fmt.Errorf("record sqlite schema migration %d: %w", v, err)
-		}
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("generate page token key: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO prism_kv_settings (name, value) VALUES ('page_token_key', $1) ON CONFLICT (name) DO NOTHING`, key); err != nil {
-		return nil, fmt.Errorf("store page token key: %w", err)
-	}
-	if err := tx.QueryRowContext(ctx, `SELECT value FROM prism_kv_settings WHERE name = 'page_token_key'`).Scan(&key); err != nil {
-		return nil, fmt.Errorf("read page token key: %w", err)
+	key, err := migrateSchema(ctx, migrationTx{
+		exec: func(ctx context.Context, q string, args ...any) error {
+			_, err := tx.ExecContext(ctx, q, args...)
+			return err
+		},
+		scan: func(ctx context.Context, q string, dest ...any) error {
+			return tx.QueryRowContext(ctx, q).Scan(dest...)
+		},
+		noRows: sql.ErrNoRows,
+	}, sqliteSchema)
+	if err != nil {
+		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit sqlite migration: %w", err)
@@ -155,8 +139,19 @@ func (s *sqliteStore) migrate(ctx context.Context) ([]byte, error) {
 	return key, nil
 }
 
+// sqliteSchema is the dev-mode schema for migrateSchema.
+var sqliteSchema = schemaPlan{
+	steps:        sqliteMigrations,
+	versionTable: `CREATE TABLE IF NOT EXISTS prism_kv_schema (version INTEGER NOT NULL, applied_at INTEGER NOT NULL) STRICT`,
+	recordStep:   `INSERT INTO prism_kv_schema (version, applied_at) VALUES ($1, $2)`,
+	args:         func(v int) []any { return []any{v, time.Now().UnixMicro()} },
+	noun:         "dev database",
+	engine:       "sqlite ",
+	upgrade:      "upgrade the plugin or remove the data directory",
+}
+
 // ping runs a real query on a read connection.
-func (s *sqliteStore) ping(ctx context.Context) error {
+func (s *SQLiteStore) ping(ctx context.Context) error {
 	var v int
 	if err := s.reader.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM prism_kv_schema`).Scan(&v); err != nil {
 		return s.fail(ctx, "query sqlite", err)
@@ -165,7 +160,7 @@ func (s *sqliteStore) ping(ctx context.Context) error {
 }
 
 // Close closes the database; the WAL is checkpointed into the file when the last connection goes.
-func (s *sqliteStore) Close() error {
+func (s *SQLiteStore) Close() error {
 	return errors.Join(s.reader.Close(), s.writer.Close())
 }
 
@@ -174,7 +169,7 @@ func (s *sqliteStore) Close() error {
 var errReplayed = errors.New("idempotency token replayed")
 
 // write runs fn in one immediate transaction with the current time in Unix microseconds.
-func (s *sqliteStore) write(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
+func (s *SQLiteStore) write(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return s.fail(ctx, op, err)
@@ -190,7 +185,7 @@ func (s *sqliteStore) write(ctx context.Context, op string, fn func(tx *sql.Tx, 
 }
 
 // Put writes the items in one transaction and returns their versions in request order.
-func (s *sqliteStore) Put(ctx context.Context, r PutRequest) ([]int64, error) {
+func (s *SQLiteStore) Put(ctx context.Context, r PutRequest) ([]int64, error) {
 	defer s.observe("put", time.Now())
 	idb := []byte(r.ID)
 	var versions []int64
@@ -203,10 +198,9 @@ func (s *sqliteStore) Put(ctx context.Context, r PutRequest) ([]int64, error) {
 				return err
 			}
 			if found {
-				if len(stored) != len(r.Items) {
-					return errTokenReused
+				if versions, err = replayedPut(r, stored); err != nil {
+					return err
 				}
-				versions = stored
 				return errReplayed
 			}
 		}
@@ -256,7 +250,7 @@ RETURNING version`)
 }
 
 // Delete removes items in one transaction and returns how many live items it removed.
-func (s *sqliteStore) Delete(ctx context.Context, r DeleteRequest) (int64, error) {
+func (s *SQLiteStore) Delete(ctx context.Context, r DeleteRequest) (int64, error) {
 	defer s.observe("delete", time.Now())
 	idb := []byte(r.ID)
 	var deleted int64
@@ -305,7 +299,7 @@ func (s *sqliteStore) Delete(ctx context.Context, r DeleteRequest) (int64, error
 }
 
 // readToken returns the stored result of the call that first used token, if it is still kept.
-func (s *sqliteStore) readToken(ctx context.Context, tx *sql.Tx, ns, token string, fp []byte, now int64) (versions []int64, deleted int64, found bool, err error) {
+func (s *SQLiteStore) readToken(ctx context.Context, tx *sql.Tx, ns, token string, fp []byte, now int64) (versions []int64, deleted int64, found bool, err error) {
 	var stored, encoded []byte
 	var n sql.NullInt64
 	err = tx.QueryRowContext(ctx, `SELECT fingerprint, versions, deleted_count FROM prism_kv_idempotency
@@ -323,7 +317,7 @@ WHERE namespace = $1 AND token = $2 AND expire_time > $3`, ns, token, now).Scan(
 }
 
 // storeToken records a call's result under its token; an expired, not yet purged row is taken over.
-func (s *sqliteStore) storeToken(ctx context.Context, tx *sql.Tx, ns, token string, fp, versions []byte, deleted any, now int64) error {
+func (s *SQLiteStore) storeToken(ctx context.Context, tx *sql.Tx, ns, token string, fp, versions []byte, deleted any, now int64) error {
 	expire := now + max(s.retention().Microseconds(), 1)
 	var vs any
 	if versions != nil {
@@ -340,7 +334,7 @@ ON CONFLICT (namespace, token) DO UPDATE SET fingerprint = excluded.fingerprint,
 }
 
 // checkPreconditions fails with ABORTED, naming the first precondition that does not hold.
-func (s *sqliteStore) checkPreconditions(ctx context.Context, tx *sql.Tx, ns string, id []byte, pcs []Precondition, now int64) error {
+func (s *SQLiteStore) checkPreconditions(ctx context.Context, tx *sql.Tx, ns string, id []byte, pcs []Precondition, now int64) error {
 	if len(pcs) == 0 {
 		return nil
 	}
@@ -357,21 +351,15 @@ func (s *sqliteStore) checkPreconditions(ctx context.Context, tx *sql.Tx, ns str
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return s.fail(ctx, "check preconditions", err)
 		}
-		switch {
-		case pc.Absent && exists:
-			return apierr.New(apierr.ErrAborted, "preconditions[%d]: item exists (version %d) but absent was required", i, cur)
-		case pc.Absent:
-		case !exists:
-			return apierr.New(apierr.ErrAborted, "preconditions[%d]: item does not exist but version %d was required", i, pc.Version)
-		case cur != pc.Version:
-			return apierr.New(apierr.ErrAborted, "preconditions[%d]: item has version %d but version %d was required", i, cur, pc.Version)
+		if err := preconditionFailure(i, pc.Absent, pc.Version, cur, exists); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 // Get returns one page of a record's items and the token for the next page.
-func (s *sqliteStore) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
+func (s *SQLiteStore) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
 	defer s.observe("get", time.Now())
 	bind := getBinding(r.Namespace, r.ID, r.Keys)
 	q := sqlBuilder{args: []any{r.Namespace, []byte(r.ID), time.Now().UnixMicro(), r.PageSize + 1}}
@@ -380,9 +368,9 @@ func (s *sqliteStore) Get(ctx context.Context, r GetRequest) ([]Item, string, er
 		where += ` AND key IN (` + q.list(r.Keys) + `)`
 	}
 	if r.PageToken != "" {
-		pos, err := s.tokens.open(bind, r.PageToken)
+		pos, err := s.tokens.openPosition(bind, r.PageToken)
 		if err != nil {
-			return nil, "", apierr.New(apierr.ErrInvalidArgument, "%v", err)
+			return nil, "", err
 		}
 		where += ` AND key > ` + q.arg(pos.key)
 	}
@@ -392,37 +380,28 @@ func (s *sqliteStore) Get(ctx context.Context, r GetRequest) ([]Item, string, er
 		return nil, "", s.fail(ctx, "get", err)
 	}
 	defer func() { _ = rows.Close() }()
-	var items []Item
-	var size int64
-	more := false
+	pg := &page{pageSize: r.PageSize, maxBytes: r.MaxBytes}
+	id := []byte(r.ID)
 	for rows.Next() {
 		var it Item
 		var exp sql.NullInt64
 		if err := rows.Scan(&it.Key, &it.Value, &it.Version, &exp); err != nil {
 			return nil, "", s.fail(ctx, "get", err)
 		}
-		// The byte cap is soft, as on PostgreSQL: the item that crosses it is included.
-		if size >= r.MaxBytes || len(items) == r.PageSize {
-			more = true
+		if !pg.add(id, finishItem(it, exp), int64(len(it.Value))) {
 			break
 		}
-		size += int64(len(it.Key) + len(it.Value))
-		items = append(items, finishItem(it, exp))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", s.fail(ctx, "get", err)
 	}
-	next := ""
-	if more && len(items) > 0 {
-		next = s.tokens.mint(bind, position{key: items[len(items)-1].Key})
-	}
-	return items, next, nil
+	return pg.items(), pg.next(s.tokens, bind, false), nil
 }
 
 // Scan returns one page of a namespace's records in (id, key) order.
-func (s *sqliteStore) Scan(ctx context.Context, r ScanRequest) ([]Record, string, error) {
+func (s *SQLiteStore) Scan(ctx context.Context, r ScanRequest) ([]Record, string, error) {
 	defer s.observe("scan", time.Now())
-	bind := binding('s', []byte(r.Namespace), []byte(r.IDPrefix))
+	bind := scanBinding(r.Namespace, r.IDPrefix)
 	q := sqlBuilder{args: []any{r.Namespace, r.PageSize + 1, time.Now().UnixMicro()}}
 	where := `namespace = $1 AND ` + sqliteLive
 	// One lower bound on id, the larger of the prefix and the page position, so the primary
@@ -435,9 +414,9 @@ func (s *sqliteStore) Scan(ctx context.Context, r ScanRequest) ([]Record, string
 		}
 	}
 	if r.PageToken != "" {
-		pos, err := s.tokens.open(bind, r.PageToken)
+		pos, err := s.tokens.openPosition(bind, r.PageToken)
 		if err != nil {
-			return nil, "", apierr.New(apierr.ErrInvalidArgument, "%v", err)
+			return nil, "", err
 		}
 		if bytes.Compare(pos.id, lo) > 0 {
 			lo = pos.id
@@ -453,10 +432,7 @@ func (s *sqliteStore) Scan(ctx context.Context, r ScanRequest) ([]Record, string
 		return nil, "", s.fail(ctx, "scan", err)
 	}
 	defer func() { _ = rows.Close() }()
-	var records []Record
-	var size int64
-	count := 0
-	more := false
+	pg := &page{pageSize: r.PageSize, maxBytes: r.MaxBytes}
 	for rows.Next() {
 		var id []byte
 		var it Item
@@ -464,27 +440,14 @@ func (s *sqliteStore) Scan(ctx context.Context, r ScanRequest) ([]Record, string
 		if err := rows.Scan(&id, &it.Key, &it.Value, &it.Version, &exp); err != nil {
 			return nil, "", s.fail(ctx, "scan", err)
 		}
-		if size >= r.MaxBytes || count == r.PageSize {
-			more = true
+		if !pg.add(id, finishItem(it, exp), int64(len(it.Value))) {
 			break
 		}
-		size += int64(len(it.Key) + len(it.Value))
-		if len(records) == 0 || records[len(records)-1].ID != string(id) {
-			records = append(records, Record{ID: string(id)})
-		}
-		rec := &records[len(records)-1]
-		rec.Items = append(rec.Items, finishItem(it, exp))
-		count++
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", s.fail(ctx, "scan", err)
 	}
-	next := ""
-	if more && count > 0 {
-		last := records[len(records)-1]
-		next = s.tokens.mint(bind, position{id: []byte(last.ID), key: last.Items[len(last.Items)-1].Key})
-	}
-	return records, next, nil
+	return pg.records, pg.next(s.tokens, bind, true), nil
 }
 
 func finishItem(it Item, exp sql.NullInt64) Item {
@@ -498,41 +461,41 @@ func finishItem(it Item, exp sql.NullInt64) Item {
 }
 
 // PurgeExpired deletes up to limit expired items and returns how many it deleted.
-func (s *sqliteStore) PurgeExpired(ctx context.Context, limit int) (int64, error) {
-	res, err := s.writer.ExecContext(ctx, `DELETE FROM prism_kv_items WHERE (namespace, id, key) IN (
-	SELECT namespace, id, key FROM prism_kv_items WHERE expire_time <= $1 ORDER BY expire_time LIMIT $2)`, time.Now().UnixMicro(), limit)
+func (s *SQLiteStore) PurgeExpired(ctx context.Context, limit int) (int64, error) {
+	return s.purge(ctx, purgeItems, limit)
+}
+
+// PurgeTokens deletes up to limit idempotency tokens past their retention.
+func (s *SQLiteStore) PurgeTokens(ctx context.Context, limit int) (int64, error) {
+	return s.purge(ctx, purgeTokens, limit)
+}
+
+// purge deletes up to limit of t's expired rows, oldest first, on the writer connection.
+func (s *SQLiteStore) purge(ctx context.Context, t purgeTarget, limit int) (int64, error) {
+	res, err := s.writer.ExecContext(ctx, sqlitePurgeSQL(t), time.Now().UnixMicro(), limit)
 	if err != nil {
-		return 0, s.fail(ctx, "purge expired items", err)
+		return 0, s.fail(ctx, t.op, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return 0, s.fail(ctx, "purge expired items", err)
+		return 0, s.fail(ctx, t.op, err)
 	}
 	return n, nil
 }
 
-// PurgeTokens deletes up to limit idempotency tokens past their retention.
-func (s *sqliteStore) PurgeTokens(ctx context.Context, limit int) (int64, error) {
-	res, err := s.writer.ExecContext(ctx, `DELETE FROM prism_kv_idempotency WHERE (namespace, token) IN (
-	SELECT namespace, token FROM prism_kv_idempotency WHERE expire_time <= $1 ORDER BY expire_time LIMIT $2)`, time.Now().UnixMicro(), limit)
-	if err != nil {
-		return 0, s.fail(ctx, "purge idempotency tokens", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, s.fail(ctx, "purge idempotency tokens", err)
-	}
-	return n, nil
+// sqlitePurgeSQL deletes up to $2 of t's rows expired at $1. Table and columns come from
+// purgeTarget's constants, never from a request.
+func sqlitePurgeSQL(t purgeTarget) string {
+	key := strings.Join(t.key, ", ")
+	return `DELETE FROM ` + t.table + ` WHERE (` + key + `) IN (
+	SELECT ` + key + ` FROM ` + t.table + ` WHERE expire_time <= $1 ORDER BY expire_time LIMIT $2)`
 }
 
 // fail turns a SQLite error into one of apierr's kinds. As with PostgreSQL, only the result
 // code of unexpected errors reaches the client.
-func (s *sqliteStore) fail(ctx context.Context, op string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("%s: %w", op, ctxErr)
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%s: %w", op, err)
+func (s *SQLiteStore) fail(ctx context.Context, op string, err error) error {
+	if cerr := canceled(ctx, op, err); cerr != nil {
+		return cerr
 	}
 	if errors.Is(err, sql.ErrConnDone) || strings.Contains(err.Error(), "database is closed") {
 		return apierr.Unavailable(op, errors.New("sqlite database closed"))
@@ -580,4 +543,4 @@ func (q *sqlBuilder) list(values [][]byte) string {
 	return strings.Join(ph, ", ")
 }
 
-var _ kvStore = (*sqliteStore)(nil)
+var _ kvStore = (*SQLiteStore)(nil)

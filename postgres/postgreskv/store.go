@@ -125,11 +125,9 @@ const (
 	RETURNING 1)
 SELECT prism_kv_fail('` + codeReplay + `', 'idempotency token already used') WHERE NOT EXISTS (SELECT 1 FROM claimed)`
 
-	sqlCheckPreconditions = `SELECT prism_kv_fail('` + codePrecondition + `', CASE
-		WHEN c.want_absent THEN format('preconditions[%s]: item exists (version %s) but absent was required', c.ord - 1, c.cur)
-		WHEN c.cur IS NULL THEN format('preconditions[%s]: item does not exist but version %s was required', c.ord - 1, c.want_version)
-		ELSE format('preconditions[%s]: item has version %s but version %s was required', c.ord - 1, c.cur, c.want_version)
-	END)
+	// A failed precondition is reported as its facts (see decodePreconditionFailure): the
+	// wording lives in Go, shared with SQLite.
+	sqlCheckPreconditions = `SELECT prism_kv_fail('` + codePrecondition + `', concat_ws(' ', c.ord - 1, c.want_absent::int, c.want_version, c.cur))
 FROM (
 	SELECT pc.ord, pc.want_absent, pc.want_version, i.version AS cur
 	FROM unnest($3::bytea[], $4::int8[], $5::bool[]) WITH ORDINALITY AS pc(key, want_version, want_absent, ord)
@@ -258,10 +256,10 @@ func (s *Store) Put(ctx context.Context, r PutRequest) ([]int64, error) {
 	})
 	if isCode(err, codeReplay) {
 		versions, _, rerr := s.replay(ctx, r.Namespace, r.IdempotencyToken, fp)
-		if rerr == nil && len(versions) != len(r.Items) {
-			rerr = errTokenReused
+		if rerr != nil {
+			return nil, rerr
 		}
-		return versions, rerr
+		return replayedPut(r, versions)
 	}
 	if err != nil {
 		return nil, s.fail(ctx, "put", err)
@@ -330,8 +328,6 @@ func (s *Store) runBatch(ctx context.Context, b *pgx.Batch, last func(pgx.BatchR
 	return errors.Join(err, br.Close())
 }
 
-var errTokenReused = apierr.Invalid("idempotency_token", "already used in this namespace for a different request")
-
 // replay returns the stored result of the call that first used token.
 func (s *Store) replay(ctx context.Context, ns, token string, fp []byte) ([]int64, int64, error) {
 	var stored []byte
@@ -365,9 +361,9 @@ func (s *Store) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
 	bind := getBinding(r.Namespace, r.ID, r.Keys)
 	var after []byte
 	if r.PageToken != "" {
-		pos, err := s.tokens.open(bind, r.PageToken)
+		pos, err := s.tokens.openPosition(bind, r.PageToken)
 		if err != nil {
-			return nil, "", apierr.New(apierr.ErrInvalidArgument, "%v", err)
+			return nil, "", err
 		}
 		after = pos.key
 	}
@@ -382,16 +378,11 @@ func (s *Store) Get(ctx context.Context, r GetRequest) ([]Item, string, error) {
 	}
 	sql := `SELECT key, octet_length(value), CASE WHEN octet_length(value) <= $3 THEN value END, version, expire_time
 	FROM prism_kv_items WHERE ` + where + ` ORDER BY key LIMIT $2`
-	records, more, err := s.readPage(ctx, "get", pageQuery{ns: r.Namespace, oneRecord: true, id: id, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
-	if err != nil || len(records) == 0 {
+	pg, err := s.readPage(ctx, "get", pageQuery{ns: r.Namespace, oneRecord: true, id: id, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
+	if err != nil {
 		return nil, "", err
 	}
-	items := records[0].Items
-	next := ""
-	if more {
-		next = s.tokens.mint(bind, position{key: items[len(items)-1].Key})
-	}
-	return items, next, nil
+	return pg.items(), pg.next(s.tokens, bind, false), nil
 }
 
 // getKeys reads named keys that fit one page whatever their size.
@@ -420,7 +411,7 @@ func (s *Store) getKeys(ctx context.Context, r GetRequest) ([]Item, string, erro
 // Scan returns one page of a namespace's records in (id, key) order.
 func (s *Store) Scan(ctx context.Context, r ScanRequest) ([]Record, string, error) {
 	defer s.observe("scan", time.Now())
-	bind := binding('s', []byte(r.Namespace), []byte(r.IDPrefix))
+	bind := scanBinding(r.Namespace, r.IDPrefix)
 	q := sqlBuilder{args: []any{r.Namespace, r.PageSize + 1, inlineValueBytes(r.PageSize, r.MaxBytes)}}
 	where := `namespace = $1 AND ` + live
 	if r.IDPrefix != "" {
@@ -430,24 +421,19 @@ func (s *Store) Scan(ctx context.Context, r ScanRequest) ([]Record, string, erro
 		}
 	}
 	if r.PageToken != "" {
-		pos, err := s.tokens.open(bind, r.PageToken)
+		pos, err := s.tokens.openPosition(bind, r.PageToken)
 		if err != nil {
-			return nil, "", apierr.New(apierr.ErrInvalidArgument, "%v", err)
+			return nil, "", err
 		}
 		where += ` AND (id, key) > (` + q.arg(pos.id) + `, ` + q.arg(pos.key) + `)`
 	}
 	sql := `SELECT id, key, octet_length(value), CASE WHEN octet_length(value) <= $3 THEN value END, version, expire_time
 	FROM prism_kv_items WHERE ` + where + ` ORDER BY id, key LIMIT $2`
-	records, more, err := s.readPage(ctx, "scan", pageQuery{ns: r.Namespace, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
+	pg, err := s.readPage(ctx, "scan", pageQuery{ns: r.Namespace, sql: sql, args: q.args, pageSize: r.PageSize, maxBytes: r.MaxBytes})
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if more && len(records) > 0 {
-		last := records[len(records)-1]
-		next = s.tokens.mint(bind, position{id: []byte(last.ID), key: last.Items[len(last.Items)-1].Key})
-	}
-	return records, next, nil
+	return pg.records, pg.next(s.tokens, bind, true), nil
 }
 
 // inlineValueFloor is the smallest value size a page always reads along with its row; see
@@ -484,28 +470,27 @@ type deferredValue struct {
 	version      int64
 }
 
-// readPage reads one page and reports whether more rows follow it. If a row holding a large
-// value changed before its value was read and it was the page's first, the page is read again.
-func (s *Store) readPage(ctx context.Context, op string, pq pageQuery) ([]Record, bool, error) {
+// readPage reads one page. If a row holding a large value changed before its value was read
+// and it was the page's first, the page is read again.
+func (s *Store) readPage(ctx context.Context, op string, pq pageQuery) (*page, error) {
 	for {
-		records, more, retry, err := s.readPageOnce(ctx, op, pq)
+		pg, retry, err := s.readPageOnce(ctx, op, pq)
 		if !retry || err != nil {
-			return records, more, err
+			return pg, err
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, false, s.fail(ctx, op, err)
+			return nil, s.fail(ctx, op, err)
 		}
 	}
 }
 
-func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (records []Record, more, retry bool, err error) {
+func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (pg *page, retry bool, err error) {
 	rows, err := s.pool.Query(ctx, pq.sql, pq.args...)
 	if err != nil {
-		return nil, false, false, s.fail(ctx, op, err)
+		return nil, false, s.fail(ctx, op, err)
 	}
 	defer rows.Close()
-	count := 0
-	var used int64
+	pg = &page{pageSize: pq.pageSize, maxBytes: pq.maxBytes}
 	var deferred []deferredValue
 	id := pq.id
 	var it Item
@@ -516,54 +501,46 @@ func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (reco
 		dest = append([]any{&id}, dest...)
 	}
 	for rows.Next() {
-		// The byte budget is soft, as documented: a row is in the page when the rows before it
-		// stay under max_bytes, so a page always holds at least one item.
-		if count == pq.pageSize || used >= pq.maxBytes {
-			more = true
-			break
-		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, false, false, s.fail(ctx, op, err)
+			return nil, false, s.fail(ctx, op, err)
 		}
-		used += int64(len(it.Key)) + valueBytes
 		if exp != nil {
 			it.ExpireTime = *exp
 		}
-		if len(records) == 0 || records[len(records)-1].ID != string(id) {
-			records = append(records, Record{ID: string(id)})
-		}
-		rec := &records[len(records)-1]
-		switch {
-		case it.Value == nil && valueBytes > 0:
-			deferred = append(deferred, deferredValue{record: len(records) - 1, item: len(rec.Items), id: id, key: it.Key, version: it.Version})
-		case it.Value == nil:
+		large := it.Value == nil && valueBytes > 0
+		if it.Value == nil && !large {
 			it.Value = []byte{}
 		}
-		rec.Items = append(rec.Items, it)
-		count++
-		it = Item{}
+		if !pg.add(id, it, valueBytes) {
+			break
+		}
+		if large {
+			rec := len(pg.records) - 1
+			deferred = append(deferred, deferredValue{record: rec, item: len(pg.records[rec].Items) - 1, id: id, key: it.Key, version: it.Version})
+		}
+		it, exp = Item{}, nil
 		if !pq.oneRecord {
 			id = nil
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, false, false, s.fail(ctx, op, err)
+		return nil, false, s.fail(ctx, op, err)
 	}
 	if len(deferred) > 0 {
-		cut, err := s.readDeferred(ctx, op, pq.ns, records, deferred)
+		cut, err := s.readDeferred(ctx, op, pq.ns, pg.records, deferred)
 		if err != nil {
-			return nil, false, false, err
+			return nil, false, err
 		}
 		if cut >= 0 {
 			d := deferred[cut]
 			if d.record == 0 && d.item == 0 {
-				return nil, false, true, nil
+				return nil, true, nil
 			}
-			records, more = truncatePage(records, d.record, d.item), true
+			pg.truncate(d.record, d.item)
 		}
 	}
-	return records, more, false, nil
+	return pg, false, nil
 }
 
 // sqlDeferredValues reads large values of a page, by key and the version the page saw.
@@ -613,48 +590,44 @@ func (s *Store) readDeferred(ctx context.Context, op, ns string, records []Recor
 	return cut, nil
 }
 
-// truncatePage drops the item at (record, item) and everything after it.
-func truncatePage(records []Record, record, item int) []Record {
-	if item == 0 {
-		return records[:record]
-	}
-	records[record].Items = records[record].Items[:item]
-	return records[:record+1]
-}
-
-// PurgeExpired deletes up to limit expired items and returns how many it deleted. Rows locked
-// by writers (or by another replica's purge) are skipped and left for the next round.
+// PurgeExpired deletes up to limit expired items and returns how many it deleted.
 func (s *Store) PurgeExpired(ctx context.Context, limit int) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM prism_kv_items i USING (
-	SELECT namespace, id, key FROM prism_kv_items WHERE expire_time <= now()
-	ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) d
-WHERE i.namespace = d.namespace AND i.id = d.id AND i.key = d.key AND i.expire_time <= now()`, limit)
-	if err != nil {
-		return 0, s.fail(ctx, "purge expired items", err)
-	}
-	return tag.RowsAffected(), nil
+	return s.purge(ctx, purgeItems, limit)
 }
 
 // PurgeTokens deletes up to limit idempotency tokens past their retention.
 func (s *Store) PurgeTokens(ctx context.Context, limit int) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM prism_kv_idempotency i USING (
-	SELECT namespace, token FROM prism_kv_idempotency WHERE expire_time <= now()
-	ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) d
-WHERE i.namespace = d.namespace AND i.token = d.token AND i.expire_time <= now()`, limit)
+	return s.purge(ctx, purgeTokens, limit)
+}
+
+// purge deletes up to limit of t's expired rows. Rows locked by writers (or by another
+// replica's purge) are skipped and left for the next round.
+func (s *Store) purge(ctx context.Context, t purgeTarget, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, pgPurgeSQL(t), limit)
 	if err != nil {
-		return 0, s.fail(ctx, "purge idempotency tokens", err)
+		return 0, s.fail(ctx, t.op, err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// pgPurgeSQL deletes up to $1 of t's expired rows. Table and columns come from purgeTarget's
+// constants, never from a request.
+func pgPurgeSQL(t purgeTarget) string {
+	join := make([]string, len(t.key))
+	for i, c := range t.key {
+		join[i] = "i." + c + " = d." + c
+	}
+	return `DELETE FROM ` + t.table + ` i USING (
+	SELECT ` + strings.Join(t.key, ", ") + ` FROM ` + t.table + ` WHERE expire_time <= now()
+	ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) d
+WHERE ` + strings.Join(join, " AND ") + ` AND i.expire_time <= now()`
 }
 
 // fail turns a database error into one of apierr's kinds. Server messages can quote stored
 // data, so only the SQLSTATE of unexpected errors reaches the client.
 func (s *Store) fail(ctx context.Context, op string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("%s: %w", op, ctxErr)
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%s: %w", op, err)
+	if cerr := canceled(ctx, op, err); cerr != nil {
+		return cerr
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
@@ -663,7 +636,7 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 	}
 	switch {
 	case pgErr.Code == codePrecondition:
-		return apierr.New(apierr.ErrAborted, "%s", pgErr.Message)
+		return decodePreconditionFailure(pgErr.Message)
 	case pgErr.Code == "40001" || pgErr.Code == "40P01": // serialization failure, deadlock
 		return apierr.New(apierr.ErrAborted, "%s: concurrent update, retry", op)
 	case pgErr.Code == "57014": // query_canceled (statement_timeout)
@@ -735,11 +708,6 @@ func writeInt(h hash.Hash, v int64) {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(v))
 	h.Write(b[:])
-}
-
-func getBinding(ns, id string, keys [][]byte) []byte {
-	fields := append([][]byte{[]byte(ns), []byte(id)}, keys...)
-	return binding('g', fields...)
 }
 
 // prefixEnd is the smallest byte string greater than every string starting with p, or nil when
