@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -346,4 +347,25 @@ func SweepTable(title, param string, labels []string, results []CaseResult, metr
 		t.Rows = append(t.Rows, row)
 	}
 	return t
+}
+
+// SweepPoint is one point of a scaling sweep: its label in the table and the case it runs.
+type SweepPoint struct {
+	Label string
+	Case  Case
+}
+
+// RunSweep runs every point of a sweep and writes its table to out (Markdown when markdown).
+func RunSweep(ctx context.Context, cfg Config, out io.Writer, markdown bool, title, param string, points []SweepPoint, metrics ...Metric) error {
+	labels := make([]string, 0, len(points))
+	results := make([]CaseResult, 0, len(points))
+	for _, p := range points {
+		r, err := Run(ctx, cfg, p.Case)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", title, p.Label, err)
+		}
+		labels = append(labels, p.Label)
+		results = append(results, r)
+	}
+	return SweepTable(title, param, labels, results, metrics...).Write(out, markdown)
 }

@@ -369,43 +369,29 @@ func (b *bench) subscribeCase(ctx context.Context) (benchkit.Case, func(), error
 
 // sweeps runs the scaling sweeps asked for and prints a table for each.
 func (b *bench) sweeps(ctx context.Context) error {
-	type point struct {
-		label string
-		c     benchkit.Case
-	}
-	runSweep := func(title, param string, points []point, metrics ...benchkit.Metric) error {
-		var labels []string
-		var results []benchkit.CaseResult
-		for _, p := range points {
-			r, err := benchkit.Run(ctx, b.s.Config, p.c)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", title, p.label, err)
-			}
-			labels = append(labels, p.label)
-			results = append(results, r)
-		}
-		return benchkit.SweepTable(title, param, labels, results, metrics...).Write(os.Stdout, b.s.Markdown)
+	sweep := func(title, param string, points []benchkit.SweepPoint, metrics ...benchkit.Metric) error {
+		return benchkit.RunSweep(ctx, b.s.Config, os.Stdout, b.s.Markdown, title, param, points, metrics...)
 	}
 	if b.s.Sweep("conc") {
-		var points []point
+		var points []benchkit.SweepPoint
 		for _, conc := range []int{1, 4, 16, 64, 256} {
-			points = append(points, point{strconv.Itoa(conc), b.publishCase("Publish 1x1KiB", conc, 0, b.value)})
+			points = append(points, benchkit.SweepPoint{Label: strconv.Itoa(conc), Case: b.publishCase("Publish 1x1KiB", conc, 0, b.value)})
 		}
-		if err := runSweep("Publish of one 1 KiB record: throughput vs concurrency", "concurrency", points, benchkit.Throughput, benchkit.P50); err != nil {
+		if err := sweep("Publish of one 1 KiB record: throughput vs concurrency", "concurrency", points, benchkit.Throughput, benchkit.P50); err != nil {
 			return err
 		}
 	}
 	if b.s.Sweep("size") {
-		var points []point
+		var points []benchkit.SweepPoint
 		for _, size := range []struct {
 			label string
 			n     int
 		}{{"1 KiB", 1 << 10}, {"64 KiB", 64 << 10}, {"1,000,000 B", 1_000_000}} {
 			v := make([]byte, size.n)
 			_, _ = rand.Read(v)
-			points = append(points, point{size.label, b.publishCase("Publish "+size.label, 1, 0, v)})
+			points = append(points, benchkit.SweepPoint{Label: size.label, Case: b.publishCase("Publish "+size.label, 1, 0, v)})
 		}
-		if err := runSweep("Publish of one record at concurrency 1: p50 vs value size", "value", points, benchkit.P50, benchkit.Throughput); err != nil {
+		if err := sweep("Publish of one record at concurrency 1: p50 vs value size", "value", points, benchkit.P50, benchkit.Throughput); err != nil {
 			return err
 		}
 	}

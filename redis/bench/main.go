@@ -316,34 +316,20 @@ func run(f *benchkit.Flags, only string, onlyConc int) error {
 
 // sweeps runs the scaling sweeps asked for and prints a table for each.
 func (b *bench) sweeps(ctx context.Context, f *benchkit.Flags) error {
-	type point struct {
-		label string
-		c     benchkit.Case
-	}
-	runSweep := func(title, param string, points []point, metrics ...benchkit.Metric) error {
-		var labels []string
-		var results []benchkit.CaseResult
-		for _, p := range points {
-			r, err := benchkit.Run(ctx, f.Config, p.c)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", title, p.label, err)
-			}
-			labels = append(labels, p.label)
-			results = append(results, r)
-		}
-		return benchkit.SweepTable(title, param, labels, results, metrics...).Write(os.Stdout, f.Markdown)
+	sweep := func(title, param string, points []benchkit.SweepPoint, metrics ...benchkit.Metric) error {
+		return benchkit.RunSweep(ctx, f.Config, os.Stdout, f.Markdown, title, param, points, metrics...)
 	}
 	if f.Sweep("conc") {
-		var points []point
+		var points []benchkit.SweepPoint
 		for _, conc := range []int{1, 4, 16, 64, 256} {
-			points = append(points, point{strconv.Itoa(conc), b.getCase("Get 1KiB", conc, 0, b.keys)})
+			points = append(points, benchkit.SweepPoint{Label: strconv.Itoa(conc), Case: b.getCase("Get 1KiB", conc, 0, b.keys)})
 		}
-		if err := runSweep("Get 1 KiB: throughput vs concurrency", "concurrency", points, benchkit.Throughput, benchkit.P50); err != nil {
+		if err := sweep("Get 1 KiB: throughput vs concurrency", "concurrency", points, benchkit.Throughput, benchkit.P50); err != nil {
 			return err
 		}
 	}
 	if f.Sweep("size") {
-		var points []point
+		var points []benchkit.SweepPoint
 		for _, size := range []struct {
 			label string
 			n     int
@@ -352,18 +338,18 @@ func (b *bench) sweeps(ctx context.Context, f *benchkit.Flags) error {
 			if err := b.direct.Set(ctx, redisKey(key), filled(size.n), 0).Err(); err != nil {
 				return fmt.Errorf("seed %s: %w", key, err)
 			}
-			points = append(points, point{size.label, b.getCase("Get "+size.label, 1, 0, []string{key})})
+			points = append(points, benchkit.SweepPoint{Label: size.label, Case: b.getCase("Get "+size.label, 1, 0, []string{key})})
 		}
-		if err := runSweep("Get at concurrency 1: p50 vs value size", "value", points, benchkit.P50, benchkit.Throughput); err != nil {
+		if err := sweep("Get at concurrency 1: p50 vs value size", "value", points, benchkit.P50, benchkit.Throughput); err != nil {
 			return err
 		}
 	}
 	if f.Sweep("mget") {
-		var points []point
+		var points []benchkit.SweepPoint
 		for _, n := range []int{10, 100, 1000} {
-			points = append(points, point{strconv.Itoa(n), b.mgetCase(n, 1)})
+			points = append(points, benchkit.SweepPoint{Label: strconv.Itoa(n), Case: b.mgetCase(n, 1)})
 		}
-		if err := runSweep("MGet of 1 KiB values at concurrency 1: batch size", "keys", points, benchkit.P50, benchkit.Throughput); err != nil {
+		if err := sweep("MGet of 1 KiB values at concurrency 1: batch size", "keys", points, benchkit.P50, benchkit.Throughput); err != nil {
 			return err
 		}
 	}
