@@ -33,8 +33,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/prism-gateway/plugins/core/coretest"
-	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
 	"github.com/prism-gateway/plugins/core/healthwait"
+	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
 )
 
 // Backend is what the suite needs from one plugin.
