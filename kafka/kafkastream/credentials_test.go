@@ -26,8 +26,8 @@ import (
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/config"
 	"github.com/prism-gateway/plugins/core/coretest"
-	pluginv1 "github.com/prism-gateway/plugins/gen/prism/plugin/v1"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
+	"github.com/prism-gateway/plugins/internal/credtest"
 	"github.com/prism-gateway/plugins/internal/testsvc"
 	"github.com/prism-gateway/plugins/kafka/kafkastream"
 )
@@ -70,17 +70,6 @@ func brokerAccepts(t *testing.T, user, password string) error {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	return cl.Ping(ctx)
-}
-
-// vaultAdmin is a root client on the shared OpenBao, for test setup.
-func vaultAdmin(t *testing.T) *vault.Client {
-	t.Helper()
-	cfg := vault.DefaultConfig()
-	cfg.Address = testsvc.VaultAddr(t)
-	c, err := vault.NewClient(cfg)
-	require.NoError(t, err)
-	c.SetToken(testsvc.VaultToken())
-	return c
 }
 
 // kvPut writes a new version of the test's own KV v2 secret under secret/prism/.
@@ -141,27 +130,9 @@ func startSASLPlugin(t *testing.T, p *kafkastream.Plugin, env map[string]string)
 	return r
 }
 
-func capabilities(t *testing.T, r *coretest.Running) map[string]string {
-	t.Helper()
-	info, err := pluginv1.NewPluginServiceClient(r.Conn).GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
-	require.NoError(t, err)
-	return info.GetCapabilities()
-}
-
-func assertNoSecretsLogged(t *testing.T, r *coretest.Running, secrets ...string) {
-	t.Helper()
-	logs := r.Logs.String()
-	lines := strings.Count(logs, "\n")
-	for _, s := range secrets {
-		require.NotEmpty(t, s)
-		assert.NotContains(t, logs, s, "a secret reached the log")
-	}
-	t.Logf("scanned %d log lines for %d secrets: none found", lines, len(secrets))
-}
-
 func TestPluginAuthenticatesFromEachCredentialsSource(t *testing.T) {
 	adm, _ := admin(t)
-	bao := vaultAdmin(t)
+	bao := credtest.VaultAdmin(t)
 	tests := []struct {
 		name   string
 		source string
@@ -207,13 +178,13 @@ func TestPluginAuthenticatesFromEachCredentialsSource(t *testing.T) {
 			r := startSASLPlugin(t, kafkastream.New(), env)
 			topic := newTopic(t, adm, 1)
 			publishValues(t, client(r), topic, 0, "authenticated")
-			caps := capabilities(t, r)
+			caps := credtest.Capabilities(t, r)
 			assert.Equal(t, tc.source, caps["credentials_source"])
 			assert.Equal(t, user, caps["credentials_username"])
 			for k, v := range caps {
 				assert.NotContains(t, v, password, "capability %s", k)
 			}
-			assertNoSecretsLogged(t, r, append(secrets, password)...)
+			credtest.AssertNoSecrets(t, r.Logs.String(), append(secrets, password)...)
 		})
 	}
 }
@@ -253,7 +224,7 @@ func TestStartFailsWithoutCredentials(t *testing.T) {
 // from the start, and no publish fails.
 func TestSCRAMPasswordRotatedDuringSteadyPublish(t *testing.T) {
 	adm, _ := admin(t)
-	bao := vaultAdmin(t)
+	bao := credtest.VaultAdmin(t)
 	tests := []struct {
 		name string
 		// setup configures the source and returns how to hand it a new password.
@@ -359,10 +330,10 @@ func TestSCRAMPasswordRotatedDuringSteadyPublish(t *testing.T) {
 			for round := 1; round <= 2; round++ {
 				next := uniqueName("pw-")
 				secrets = append(secrets, next)
-				serial := capabilities(t, r)["credentials_serial"]
+				serial := credtest.Capabilities(t, r)["credentials_serial"]
 				setSCRAM(t, adm, user, next)
 				hand(next)
-				require.Eventually(t, func() bool { return capabilities(t, r)["credentials_serial"] != serial },
+				require.Eventually(t, func() bool { return credtest.Capabilities(t, r)["credentials_serial"] != serial },
 					10*time.Second, 20*time.Millisecond, "the plugin picks up the new password")
 				err := brokerAccepts(t, user, old)
 				require.ErrorIs(t, err, kerr.SaslAuthenticationFailed, "the old password no longer works")
@@ -372,7 +343,7 @@ func TestSCRAMPasswordRotatedDuringSteadyPublish(t *testing.T) {
 				// authenticate again, with the new password.
 				time.Sleep(reauthPeriod + time.Second)
 				t.Logf("round %d: serial %s -> %s, %d publishes during the %s after it, %d failed so far",
-					round, serial, capabilities(t, r)["credentials_serial"], published.Load()-at, reauthPeriod+time.Second, failed.Load())
+					round, serial, credtest.Capabilities(t, r)["credentials_serial"], published.Load()-at, reauthPeriod+time.Second, failed.Load())
 				old = next
 			}
 			close(stop)
@@ -384,7 +355,7 @@ func TestSCRAMPasswordRotatedDuringSteadyPublish(t *testing.T) {
 			assert.Zero(t, failed.Load(), "no publish failed across the rotations")
 			assert.Equal(t, int(published.Load()), receivedCount(), "the subscriber kept receiving")
 			r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, time.Second)
-			assertNoSecretsLogged(t, r, secrets...)
+			credtest.AssertNoSecrets(t, r.Logs.String(), secrets...)
 		})
 	}
 }
@@ -409,7 +380,7 @@ func TestReloadReportsACredentialsChangeAsRestartRequired(t *testing.T) {
 	res, err := r.Server.Reload(t.Context())
 	require.NoError(t, err)
 	assert.Contains(t, res.RestartRequired, "backend.credentials.file.path")
-	assert.Equal(t, first, capabilities(t, r)["credentials_location"], "the running source stays until a restart")
+	assert.Equal(t, first, credtest.Capabilities(t, r)["credentials_location"], "the running source stays until a restart")
 	topic := newTopic(t, adm, 1)
 	publishValues(t, client(r), topic, 0, "after the reload")
 }
