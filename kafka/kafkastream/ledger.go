@@ -179,6 +179,9 @@ func (l *ledger) next(now time.Time) (out []*delivery, redelivered, room int) {
 		out = append(out, d)
 		redelivered++
 	}
+	// Deliveries of fresh records come from one slab per response rather than one allocation
+	// per record; a slab lives until its last delivery is settled, which the limits bound.
+	var slab []delivery
 	for len(l.held) > 0 {
 		r := l.held[0]
 		size := int64(len(r.Key) + len(r.Value))
@@ -193,7 +196,12 @@ func (l *ledger) next(now time.Time) (out []*delivery, redelivered, room int) {
 		if _, dup := st.inflight[r.Offset]; dup {
 			continue
 		}
-		d := &delivery{rec: r, attempt: 1 + st.priorAttempts(r.Offset), size: size, sent: now}
+		if len(slab) == 0 {
+			slab = make([]delivery, min(len(l.held)+1, max(l.maxMsgs-l.outstanding, 1), 1024))
+		}
+		d := &slab[0]
+		slab = slab[1:]
+		*d = delivery{rec: r, attempt: 1 + st.priorAttempts(r.Offset), size: size, sent: now}
 		if st.commitNext < 0 {
 			// Committing the first delivered offset keeps unacked messages for the next member
 			// even when the group would otherwise start at the end of the log.
