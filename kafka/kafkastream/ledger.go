@@ -182,6 +182,7 @@ func (l *ledger) next(now time.Time) (out []*delivery, redelivered, room int) {
 	// Deliveries of fresh records come from one slab per response rather than one allocation
 	// per record; a slab lives until its last delivery is settled, which the limits bound.
 	var slab []delivery
+	var last lastPart
 	for len(l.held) > 0 {
 		r := l.held[0]
 		size := int64(len(r.Key) + len(r.Value))
@@ -189,7 +190,7 @@ func (l *ledger) next(now time.Time) (out []*delivery, redelivered, room int) {
 			break
 		}
 		l.held = l.held[1:]
-		st := l.parts[topicPartition{r.Topic, r.Partition}]
+		st := l.part(&last, topicPartition{r.Topic, r.Partition})
 		if st == nil {
 			continue // revoked while held
 		}
@@ -233,16 +234,33 @@ func (l *ledger) dispatch(st *partState, d *delivery) {
 	d.ackID = ackID{topic: st.topicIdx, partition: d.rec.Partition, epoch: st.epoch, offset: d.rec.Offset, attempt: d.attempt}.String()
 }
 
+// lastPart remembers the partition state looked up last: fetched records and ack ids come in runs
+// of one partition, so most lookups skip hashing the topic name.
+type lastPart struct {
+	tp topicPartition
+	st *partState
+	ok bool
+}
+
+func (l *ledger) part(c *lastPart, tp topicPartition) *partState {
+	if c.ok && c.tp == tp {
+		return c.st
+	}
+	*c = lastPart{tp: tp, st: l.parts[tp], ok: true}
+	return c.st
+}
+
 // settle acks or nacks ids. It returns the ids that matched no outstanding delivery, and the
 // deliveries a nack left out of attempts, which the caller dead-letters.
 func (l *ledger) settle(ids []string, ack bool) (ignored []string, deadLetters []*delivery) {
+	var last lastPart
 	for _, raw := range ids {
 		id, ok := parseAckID(raw)
 		if !ok || id.topic >= len(l.topics) {
 			ignored = append(ignored, raw)
 			continue
 		}
-		st := l.parts[topicPartition{l.topics[id.topic], id.partition}]
+		st := l.part(&last, topicPartition{l.topics[id.topic], id.partition})
 		if st == nil || st.epoch != id.epoch {
 			ignored = append(ignored, raw)
 			continue
