@@ -179,6 +179,10 @@ func (l *ledger) next(now time.Time) (out []*delivery, redelivered, room int) {
 		out = append(out, d)
 		redelivered++
 	}
+	// Deliveries of fresh records come from one slab per response rather than one allocation
+	// per record; a slab lives until its last delivery is settled, which the limits bound.
+	var slab []delivery
+	var last lastPart
 	for len(l.held) > 0 {
 		r := l.held[0]
 		size := int64(len(r.Key) + len(r.Value))
@@ -186,14 +190,19 @@ func (l *ledger) next(now time.Time) (out []*delivery, redelivered, room int) {
 			break
 		}
 		l.held = l.held[1:]
-		st := l.parts[topicPartition{r.Topic, r.Partition}]
+		st := l.part(&last, topicPartition{r.Topic, r.Partition})
 		if st == nil {
 			continue // revoked while held
 		}
 		if _, dup := st.inflight[r.Offset]; dup {
 			continue
 		}
-		d := &delivery{rec: r, attempt: 1 + st.priorAttempts(r.Offset), size: size, sent: now}
+		if len(slab) == 0 {
+			slab = make([]delivery, min(len(l.held)+1, max(l.maxMsgs-l.outstanding, 1), 1024))
+		}
+		d := &slab[0]
+		slab = slab[1:]
+		*d = delivery{rec: r, attempt: 1 + st.priorAttempts(r.Offset), size: size, sent: now}
 		if st.commitNext < 0 {
 			// Committing the first delivered offset keeps unacked messages for the next member
 			// even when the group would otherwise start at the end of the log.
@@ -225,16 +234,33 @@ func (l *ledger) dispatch(st *partState, d *delivery) {
 	d.ackID = ackID{topic: st.topicIdx, partition: d.rec.Partition, epoch: st.epoch, offset: d.rec.Offset, attempt: d.attempt}.String()
 }
 
+// lastPart remembers the partition state looked up last: fetched records and ack ids come in runs
+// of one partition, so most lookups skip hashing the topic name.
+type lastPart struct {
+	tp topicPartition
+	st *partState
+	ok bool
+}
+
+func (l *ledger) part(c *lastPart, tp topicPartition) *partState {
+	if c.ok && c.tp == tp {
+		return c.st
+	}
+	*c = lastPart{tp: tp, st: l.parts[tp], ok: true}
+	return c.st
+}
+
 // settle acks or nacks ids. It returns the ids that matched no outstanding delivery, and the
 // deliveries a nack left out of attempts, which the caller dead-letters.
 func (l *ledger) settle(ids []string, ack bool) (ignored []string, deadLetters []*delivery) {
+	var last lastPart
 	for _, raw := range ids {
 		id, ok := parseAckID(raw)
 		if !ok || id.topic >= len(l.topics) {
 			ignored = append(ignored, raw)
 			continue
 		}
-		st := l.parts[topicPartition{l.topics[id.topic], id.partition}]
+		st := l.part(&last, topicPartition{l.topics[id.topic], id.partition})
 		if st == nil || st.epoch != id.epoch {
 			ignored = append(ignored, raw)
 			continue

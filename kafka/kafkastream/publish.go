@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -293,19 +294,24 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 		acks := make([]streamv1.RecordAck, n)
 		rctx, cancel := context.WithTimeout(ctx, wait)
 		pp.ctx, pp.cancel = rctx, cancel
-		for i, r := range prep.records {
-			producer.Produce(rctx, r, func(r *kgo.Record, err error) {
-				if err != nil {
-					pp.fail(i, produceError(ctx, topics, prep.topic, i, err))
-				} else {
+		// One callback for the whole request, not a closure per record: the producer sets each
+		// record's partition and offset before calling back, so the last callback reads them all.
+		settled := func(r *kgo.Record, err error) {
+			if err != nil {
+				i := slices.Index(prep.records, r)
+				pp.fail(i, produceError(ctx, topics, prep.topic, i, err))
+			}
+			if pp.remaining.Add(-1) == 0 {
+				for i, r := range prep.records {
 					acks[i].Partition, acks[i].Offset = r.Partition, r.Offset
 					pp.resp.Acks[i] = &acks[i]
 				}
-				if pp.remaining.Add(-1) == 0 {
-					close(pp.done) // before cancel: the writer reads a cancelled ctx as settled
-					pp.cancel()
-				}
-			})
+				close(pp.done) // before cancel: the writer reads a cancelled ctx as settled
+				pp.cancel()
+			}
+		}
+		for _, r := range prep.records {
+			producer.Produce(rctx, r, settled)
 		}
 		select {
 		case queue <- pp:
