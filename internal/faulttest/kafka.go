@@ -131,8 +131,41 @@ func (k *Kafka) Kill() error {
 	return k.proc.kill()
 }
 
-// Signal sends sig (SIGSTOP, SIGCONT) to the broker.
-func (k *Kafka) Signal(sig syscall.Signal) error { return k.proc.signalGroup(sig) }
+// Signal sends sig (SIGSTOP, SIGCONT) to the broker. After SIGSTOP it waits until every thread
+// of the JVM has stopped (a thread finishing a system call stops only when that returns), so
+// nothing the broker does afterwards can answer a request.
+func (k *Kafka) Signal(sig syscall.Signal) error {
+	if err := k.proc.signalGroup(sig); err != nil {
+		return err
+	}
+	if sig != syscall.SIGSTOP {
+		return nil
+	}
+	if !waitFor(5*time.Second, func() bool { return allThreadsStopped(k.proc.cmd.Process.Pid) }) {
+		return fmt.Errorf("kafka: threads still running 5s after SIGSTOP")
+	}
+	return nil
+}
+
+// allThreadsStopped reports whether every thread of pid is in the stopped state.
+func allThreadsStopped(pid int) bool {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(stats) == 0 {
+		return false
+	}
+	for _, f := range stats {
+		b, err := os.ReadFile(f) //nolint:gosec // a /proc path built from our own child's pid
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses and may hold spaces.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
 
 // kafkaLibs finds the Kafka jars: PRISM_KAFKA_LIBS, else .services/kafka/libs of this checkout
 // or, from a git worktree, of the main checkout.

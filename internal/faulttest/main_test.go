@@ -78,6 +78,12 @@ func checkHang(t *testing.T, s hangScenario) {
 
 	s.freeze()
 	frozenAt := time.Now()
+	thawed := false
+	t.Cleanup(func() { // a failed check must not leave the backend hung for the next test
+		if !thawed {
+			s.thaw()
+		}
+	})
 	const deadline = 300 * time.Millisecond
 	const calls = 10
 	type result struct {
@@ -104,6 +110,7 @@ func checkHang(t *testing.T, s hangScenario) {
 		worst = max(worst, r.took)
 	}
 	s.thaw()
+	thawed = true
 	thawedAt := time.Now()
 	untilHealth(t, s.conn, healthpb.HealthCheckResponse_SERVING, 30*time.Second)
 	recovered := time.Since(thawedAt)
