@@ -23,13 +23,14 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/prism-gateway/plugins/conformance/advertised"
 	"github.com/prism-gateway/plugins/core/apierr"
 	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
 )
 
 // Options describe the plugin under test.
 type Options struct {
-	// Limits the plugin enforces; zero fields mean the documented defaults.
+	// Limits the plugin enforces; zero fields are read from the limits it advertises in GetInfo.
 	Limits Limits
 	// Raw reads and writes the backend directly, for the interop checks. Required: every backend,
 	// the embedded dev one too, has a raw client, so the checks never vanish silently.
@@ -42,13 +43,6 @@ type Limits struct {
 	MaxValueBytes  int
 	MaxKeysPerCall int
 }
-
-// Default limits of every Cache plugin.
-const (
-	DefaultMaxKeyBytes    = 1024
-	DefaultMaxValueBytes  = 1 << 20
-	DefaultMaxKeysPerCall = 1000
-)
 
 // RawBackend reaches the backend without the plugin, at the place the plugin documents for a
 // namespace and key (for Redis: the key <key_prefix><namespace>:<key>).
@@ -65,15 +59,10 @@ type RawBackend interface {
 // its own random namespace, so runs can repeat and run in parallel with others.
 func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	t.Helper()
-	if opts.Limits.MaxKeyBytes == 0 {
-		opts.Limits.MaxKeyBytes = DefaultMaxKeyBytes
-	}
-	if opts.Limits.MaxValueBytes == 0 {
-		opts.Limits.MaxValueBytes = DefaultMaxValueBytes
-	}
-	if opts.Limits.MaxKeysPerCall == 0 {
-		opts.Limits.MaxKeysPerCall = DefaultMaxKeysPerCall
-	}
+	advertised.Fill(t, conn, map[string]*int{
+		"max_key_bytes": &opts.Limits.MaxKeyBytes, "max_value_bytes": &opts.Limits.MaxValueBytes,
+		"max_keys_per_call": &opts.Limits.MaxKeysPerCall,
+	})
 	s := &suite{client: cachev1.NewCacheServiceClient(conn), opts: opts}
 	tests := []testCase{
 		{"get of a missing key is found=false without ttl", testGetMissing},

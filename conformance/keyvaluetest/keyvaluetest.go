@@ -17,11 +17,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/prism-gateway/plugins/conformance/advertised"
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
 // Limits are the plugin's configured limits; the suite probes both sides of each. Zero fields
-// take the defaults of DESIGN §3.1.
+// are read from the limits the plugin advertises in GetInfo.
 type Limits struct {
 	MaxIDBytes         int
 	MaxKeyBytes        int
@@ -52,18 +53,11 @@ func (o Options) withDefaults() Options {
 	if o.NamespacePrefix == "" {
 		o.NamespacePrefix = "kvt"
 	}
-	l := &o.Limits
 	def := func(v *int, d int) {
 		if *v == 0 {
 			*v = d
 		}
 	}
-	def(&l.MaxIDBytes, 512)
-	def(&l.MaxKeyBytes, 1024)
-	def(&l.MaxValueBytes, 1<<20)
-	def(&l.MaxItemsPerRequest, 1000)
-	def(&l.DefaultPageSize, 100)
-	def(&l.MaxPageSize, 1000)
 	def(&o.Writers, 8)
 	def(&o.Rounds, 20)
 	if o.ShortTTL == 0 {
@@ -78,6 +72,12 @@ func (o Options) withDefaults() Options {
 // Run runs the whole suite as parallel subtests of t.
 func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	t.Helper()
+	l := &opts.Limits
+	advertised.Fill(t, conn, map[string]*int{
+		"max_id_bytes": &l.MaxIDBytes, "max_key_bytes": &l.MaxKeyBytes, "max_value_bytes": &l.MaxValueBytes,
+		"max_items_per_request": &l.MaxItemsPerRequest, "default_page_size": &l.DefaultPageSize,
+		"max_page_size": &l.MaxPageSize,
+	})
 	s := &suite{client: keyvaluev1.NewKeyValueServiceClient(conn), opts: opts.withDefaults()}
 	tests := []struct {
 		name string

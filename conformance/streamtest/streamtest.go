@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/prism-gateway/plugins/conformance/advertised"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 )
 
@@ -29,7 +30,7 @@ type Options struct {
 	// NewTopic creates a topic with the given number of partitions that only this test uses and
 	// returns its name. Required.
 	NewTopic func(tb testing.TB, partitions int) string
-	// Limits the plugin enforces; zero fields mean the documented defaults.
+	// Limits the plugin enforces; zero fields are read from the limits it advertises in GetInfo.
 	Limits Limits
 	// AutoCreatesTopics says the plugin creates unknown topics on first use (auto_create_topics,
 	// or a dev backend) instead of answering NOT_FOUND.
@@ -43,13 +44,6 @@ type Limits struct {
 	MaxHeaders           int
 }
 
-// Default limits of every Stream plugin.
-const (
-	DefaultMaxRecordsPerPublish = 1000
-	DefaultMaxValueBytes        = 1_000_000
-	DefaultMaxHeaders           = 64
-)
-
 // Timeout bounds every wait for a message; generous, since group joins can take seconds.
 const Timeout = 45 * time.Second
 
@@ -58,15 +52,10 @@ const Timeout = 45 * time.Second
 func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	t.Helper()
 	require.NotNil(t, opts.NewTopic, "Options.NewTopic is required")
-	if opts.Limits.MaxRecordsPerPublish == 0 {
-		opts.Limits.MaxRecordsPerPublish = DefaultMaxRecordsPerPublish
-	}
-	if opts.Limits.MaxValueBytes == 0 {
-		opts.Limits.MaxValueBytes = DefaultMaxValueBytes
-	}
-	if opts.Limits.MaxHeaders == 0 {
-		opts.Limits.MaxHeaders = DefaultMaxHeaders
-	}
+	advertised.Fill(t, conn, map[string]*int{
+		"max_records_per_publish": &opts.Limits.MaxRecordsPerPublish, "max_value_bytes": &opts.Limits.MaxValueBytes,
+		"max_headers": &opts.Limits.MaxHeaders,
+	})
 	s := &suite{client: streamv1.NewStreamServiceClient(conn), opts: opts}
 	tests := []testCase{
 		{"publish acks every record in request order", s.publishAcks},

@@ -237,6 +237,7 @@ func (p *Plugin) Capabilities() map[string]string {
 		"dead_letter":             strconv.FormatBool(p.backend.MaxDeliveryAttempts > 0),
 		"max_value_bytes":         strconv.Itoa(l.MaxValueBytes),
 		"max_records_per_publish": strconv.Itoa(l.MaxRecordsPerPublish),
+		"max_headers":             strconv.Itoa(l.MaxHeaders),
 	}
 	if p.devKafka != nil {
 		caps["dev_brokers"] = strings.Join(p.backend.Brokers, ",")

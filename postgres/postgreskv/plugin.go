@@ -576,6 +576,7 @@ func (p *Plugin) Capabilities() map[string]string {
 		caps["max_id_bytes"] = strconv.Itoa(l.MaxIDBytes)
 		caps["max_items_per_request"] = strconv.Itoa(l.MaxItemsPerRequest)
 		caps["max_page_size"] = strconv.Itoa(l.MaxPageSize)
+		caps["default_page_size"] = strconv.Itoa(l.DefaultPageSize)
 		caps["max_page_bytes"] = strconv.Itoa(l.MaxPageBytes)
 	}
 	return caps
