@@ -87,14 +87,7 @@ func TestVaultKVv2NewVersionRotates(t *testing.T) {
 // the lease is renewed, and new credentials are issued before the max TTL.
 func TestVaultDatabaseDynamicCredentialsRenewAndReissue(t *testing.T) {
 	admin := adminClient(t)
-	role := fmt.Sprintf("prism-test-%d", time.Now().UnixNano())
-	_, err := admin.Logical().WriteWithContext(t.Context(), "database/roles/"+role, map[string]any{
-		"db_name": "prism-postgres", "default_ttl": "3s", "max_ttl": "9s",
-		"creation_statements":   `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE prism;`,
-		"revocation_statements": `DROP ROLE IF EXISTS "{{name}}";`,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.Logical().Delete("database/roles/" + role) })
+	role := dynamicRole(t, admin, "3s", "9s")
 
 	// AppRole login, as a plugin would do it.
 	roleID, secretIDFile, secretID := appRole(t, admin)
@@ -125,14 +118,7 @@ func TestVaultDatabaseDynamicCredentialsRenewAndReissue(t *testing.T) {
 // make the source issue credentials in a loop: it acts at a third of each lease at the earliest.
 func TestVaultMarginLongerThanTheLeaseDoesNotReissueInALoop(t *testing.T) {
 	admin := adminClient(t)
-	role := fmt.Sprintf("prism-test-%d", time.Now().UnixNano())
-	_, err := admin.Logical().WriteWithContext(t.Context(), "database/roles/"+role, map[string]any{
-		"db_name": "prism-postgres", "default_ttl": "3s", "max_ttl": "60s",
-		"creation_statements":   `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE prism;`,
-		"revocation_statements": `DROP ROLE IF EXISTS "{{name}}";`,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.Logical().Delete("database/roles/" + role) })
+	role := dynamicRole(t, admin, "3s", "60s")
 	cfg := credentials.DefaultConfig().Vault
 	cfg.Auth = credentials.VaultAuthConfig{Method: "token", Token: config.Secret(testsvc.VaultToken())}
 	cfg.Secret = credentials.VaultSecretConfig{Kind: "database", Mount: "database", Role: role, PollInterval: time.Second}
@@ -151,6 +137,21 @@ func TestVaultMarginLongerThanTheLeaseDoesNotReissueInALoop(t *testing.T) {
 	// At a third of each 3s lease at the earliest: at most 4 in 4s (a loop made one per tick).
 	assert.LessOrEqual(t, issued, uint64(4))
 	assert.Positive(t, issued, "credentials are still replaced before they expire")
+}
+
+// dynamicRole creates a database role on prism-postgres with the given lease TTLs, removed when
+// the test ends.
+func dynamicRole(t *testing.T, admin *vault.Client, defaultTTL, maxTTL string) string {
+	t.Helper()
+	role := fmt.Sprintf("prism-test-%d", time.Now().UnixNano())
+	_, err := admin.Logical().WriteWithContext(t.Context(), "database/roles/"+role, map[string]any{
+		"db_name": "prism-postgres", "default_ttl": defaultTTL, "max_ttl": maxTTL,
+		"creation_statements":   `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE prism;`,
+		"revocation_statements": `DROP ROLE IF EXISTS "{{name}}";`,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.Logical().Delete("database/roles/" + role) })
+	return role
 }
 
 func appRole(t *testing.T, admin *vault.Client) (roleID, secretIDFile, secretID string) {
@@ -189,14 +190,7 @@ func waitChangeWithin(t *testing.T, changed <-chan struct{}, d time.Duration) {
 // reachable again the source issues new credentials by itself.
 func TestVaultOutageKeepsCachedCredentialsUntilExpiryThenRecovers(t *testing.T) {
 	admin := adminClient(t)
-	role := fmt.Sprintf("prism-test-outage-%d", time.Now().UnixNano())
-	_, err := admin.Logical().WriteWithContext(t.Context(), "database/roles/"+role, map[string]any{
-		"db_name": "prism-postgres", "default_ttl": "4s", "max_ttl": "60s",
-		"creation_statements":   `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE prism;`,
-		"revocation_statements": `DROP ROLE IF EXISTS "{{name}}";`,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.Logical().Delete("database/roles/" + role) })
+	role := dynamicRole(t, admin, "4s", "60s")
 	proxy := testsvc.NewProxy(t, strings.TrimPrefix(testsvc.VaultAddr(t), "http://"))
 
 	metrics, err := credentials.NewMetrics(prometheus.NewRegistry())
