@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -22,6 +23,8 @@ func startDev(t *testing.T, dir string) (*coretest.Running, *kadm.Client) {
 	r := coretest.Start(t, kafkastream.New(), coretest.Options{YAML: "backend:\n" + groupTimings, DevMode: true, DevDataDir: dir})
 	info, err := pluginv1.NewPluginServiceClient(r.Conn).GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
 	require.NoError(t, err)
+	assert.True(t, info.GetDevMode())
+	assert.Equal(t, "kfake (dev mode)", info.GetBackend())
 	brokers := info.GetCapabilities()["dev_brokers"]
 	require.NotEmpty(t, brokers, "GetInfo names the embedded brokers in dev mode")
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))

@@ -39,7 +39,8 @@ type Plugin struct {
 	admin    *kadm.Client
 	topics   *topics
 
-	// dev, devDir and devKafka run the embedded broker of --dev mode (dev.go, left out by
+	// dev is set by EnableDevMode: the plugin then serves from devKafka, an embedded broker
+	// keeping its log in devDir, and never touches the configured brokers (dev.go, left out by
 	// -tags nodev).
 	dev      bool
 	devDir   string
@@ -58,14 +59,21 @@ type Plugin struct {
 	streams sync.WaitGroup
 }
 
+// devBackend is what Info, and so GetInfo, reports as the backend in dev mode.
+const devBackend = "kfake (dev mode)"
+
 // New returns an unconfigured plugin for core.Run.
 func New() *Plugin { return &Plugin{} }
 
 // Info implements core.Plugin.
 func (p *Plugin) Info() core.Info {
+	backend := "kafka"
+	if p.dev {
+		backend = devBackend
+	}
 	return core.Info{
 		Name:     "kafka",
-		Backend:  "kafka",
+		Backend:  backend,
 		Services: []string{streamv1.StreamService_ServiceDesc.ServiceName},
 	}
 }

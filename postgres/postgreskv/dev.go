@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 )
 
 // devDBFile is the database file inside the dev data directory.
@@ -22,7 +21,7 @@ func (p *Plugin) EnableDevMode(dataDir string) error {
 	if dataDir == "" {
 		return errors.New("dev mode needs a data directory")
 	}
-	p.devDir = dataDir
+	p.dev, p.devDir = true, dataDir
 	return nil
 }
 
@@ -36,7 +35,7 @@ func (p *Plugin) startDev(ctx context.Context) error {
 		return fmt.Errorf("create dev data directory: %w", err)
 	}
 	path := filepath.Join(p.devDir, devDBFile)
-	st, err := OpenSQLiteStore(ctx, path, func() time.Duration { return time.Duration(p.retention.Load()) })
+	st, err := OpenSQLiteStore(ctx, path, p.retention)
 	if err != nil {
 		return fmt.Errorf("open dev database: %w", err)
 	}

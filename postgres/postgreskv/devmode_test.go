@@ -52,11 +52,11 @@ func TestDevModeReportsItsBackend(t *testing.T) {
 	info, err := pluginv1.NewPluginServiceClient(r.Conn).GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
 	require.NoError(t, err)
 	assert.True(t, info.GetDevMode())
-	assert.Equal(t, "sqlite (dev mode)", info.GetCapabilities()["backend"])
+	assert.Equal(t, "sqlite (dev mode)", info.GetBackend())
 	p := postgreskv.New()
 	assert.Equal(t, "postgresql", p.Info().Backend)
 	require.NoError(t, p.EnableDevMode(dir))
-	assert.Equal(t, "sqlite (dev mode)", p.Info().Backend, "what GetInfo would say if core read Info after EnableDevMode")
+	assert.Equal(t, "sqlite (dev mode)", p.Info().Backend)
 
 	st, err := os.Stat(dir)
 	require.NoError(t, err)

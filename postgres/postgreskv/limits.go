@@ -3,6 +3,7 @@ package postgreskv
 import (
 	"fmt"
 	"regexp"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prism-gateway/plugins/core/apierr"
@@ -12,7 +13,20 @@ import (
 // This file holds the checks requests pass before the database is touched; each error names the
 // request field and the limit it broke, in apierr's wording.
 
-// limits is a validated LimitsConfig ready to check requests; swapped whole on reload.
+// settings is the snapshot of what a Reload changes live: the request limits, and the
+// backend's idempotency retention and purge settings. It is never modified once stored.
+type settings struct {
+	limits     *limits
+	retention  time.Duration
+	purgeEvery time.Duration
+	purgeBatch int
+}
+
+func newSettings(b *BackendConfig, l *limits) *settings {
+	return &settings{limits: l, retention: b.IdempotencyRetention, purgeEvery: b.PurgeInterval, purgeBatch: b.PurgeBatchSize}
+}
+
+// limits is a validated LimitsConfig ready to check requests, with the namespace rule compiled.
 type limits struct {
 	LimitsConfig
 	namespace *regexp.Regexp // nil for the default apierr.NamespacePattern, checked without a regexp

@@ -22,6 +22,7 @@ import (
 	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
 	"github.com/prism-gateway/plugins/core/credentials"
+	"github.com/prism-gateway/plugins/core/retire"
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
@@ -29,11 +30,9 @@ import (
 type Plugin struct {
 	log     *slog.Logger
 	backend *BackendConfig
-	// limits, retention and purge settings change live on Reload.
-	limits     atomic.Pointer[limits]
-	retention  atomic.Int64
-	purgeEvery atomic.Int64
-	purgeBatch atomic.Int64
+	// settings is what changes live on Reload (limits, retention, purge); each Reload stores a
+	// new snapshot, so every call sees one consistent set.
+	settings atomic.Pointer[settings]
 	// msgBytes is the gRPC message size fixed at start; limits needing more take a restart.
 	msgBytes int
 
@@ -49,8 +48,9 @@ type Plugin struct {
 
 	// kv is set once the schema is migrated; until then data calls answer UNAVAILABLE.
 	kv atomic.Pointer[Store]
-	// devDir is set by EnableDevMode: the plugin then serves from SQLite in devDir (devKV)
-	// and never touches PostgreSQL.
+	// dev is set by EnableDevMode: the plugin then serves from SQLite in devDir (devKV) and
+	// never touches PostgreSQL (dev.go, left out by -tags nodev).
+	dev    bool
 	devDir string
 	devKV  atomic.Pointer[devHandle]
 	// migrating admits one migration attempt at a time; waiters give up with their context.
@@ -59,9 +59,11 @@ type Plugin struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+	// retiring closes the pools a reload replaced once their grace has passed.
+	retiring retire.Retirer
 }
 
-// devBackend is what GetInfo reports as the backend in dev mode.
+// devBackend is what Info, and so GetInfo, reports as the backend in dev mode.
 const devBackend = "sqlite (dev mode)"
 
 // devStore is the embedded store of dev mode: SQLite in dev.go, absent from builds with
@@ -75,17 +77,13 @@ type devStore interface {
 // devHandle lets devKV hold a devStore atomically.
 type devHandle struct{ devStore }
 
-// oldPoolGrace is how long a replaced pool stays open for calls that picked it up just before
-// the swap; calls already holding a connection finish whatever the grace.
-const oldPoolGrace = 5 * time.Second
-
 // New returns an unconfigured plugin for core.Run.
 func New() *Plugin { return &Plugin{migrating: make(chan struct{}, 1)} }
 
 // Info implements core.Plugin.
 func (p *Plugin) Info() core.Info {
 	backend := "postgresql"
-	if p.devDir != "" {
+	if p.dev {
 		backend = devBackend
 	}
 	return core.Info{
@@ -117,15 +115,14 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 		return err
 	}
 	p.log, p.backend = env.Logger, backend
-	if p.devDir == "" {
+	if !p.dev {
 		src, err := newCredentialsSource(backend, env)
 		if err != nil {
 			return err
 		}
 		p.creds = src
 	}
-	p.limits.Store(lim)
-	p.applyBackendLive(backend)
+	p.settings.Store(newSettings(backend, lim))
 	p.msgBytes = max(cfg.ControlPlane.MaxRecvMessageBytes, lc.messageBytes())
 
 	p.queries = newQueryHistogram()
@@ -167,12 +164,6 @@ func newPool(ctx context.Context, b *BackendConfig, src credentials.Source) (*pg
 	return pool, nil
 }
 
-func (p *Plugin) applyBackendLive(b *BackendConfig) {
-	p.retention.Store(int64(b.IdempotencyRetention))
-	p.purgeEvery.Store(int64(b.PurgeInterval))
-	p.purgeBatch.Store(int64(b.PurgeBatchSize))
-}
-
 // Register implements core.Plugin.
 func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 	keyvaluev1.RegisterKeyValueServiceServer(s, &server{plugin: p})
@@ -187,7 +178,7 @@ func (p *Plugin) Register(s grpc.ServiceRegistrar) {
 func (p *Plugin) Start(ctx context.Context) error {
 	// The pool and the purge outlive Start's context; Stop ends them.
 	ctx = context.WithoutCancel(ctx)
-	if p.devDir != "" {
+	if p.dev {
 		if err := p.startDev(ctx); err != nil {
 			return err
 		}
@@ -210,7 +201,7 @@ func (p *Plugin) Start(ctx context.Context) error {
 		defer p.bg.Done()
 		p.purgeLoop(bgCtx)
 	}()
-	if p.devDir == "" {
+	if !p.dev {
 		p.bg.Add(2)
 		go func() {
 			defer p.bg.Done()
@@ -271,7 +262,7 @@ var errNotMigrated = errors.New("postgres schema migration not finished")
 // reason renewal failed), then a real round trip, migrating the schema the first time the
 // database answers. In dev mode it queries SQLite.
 func (p *Plugin) Health(ctx context.Context) error {
-	if p.devDir != "" {
+	if p.dev {
 		st := p.devKV.Load()
 		if st == nil {
 			return errors.New("sqlite store not started")
@@ -297,7 +288,7 @@ func (p *Plugin) Health(ctx context.Context) error {
 // store returns the store data calls use: SQLite in dev mode, else PostgreSQL once its schema
 // is migrated.
 func (p *Plugin) store(ctx context.Context) (kvStore, error) {
-	if p.devDir != "" {
+	if p.dev {
 		if st := p.devKV.Load(); st != nil {
 			return st, nil
 		}
@@ -339,6 +330,9 @@ func (p *Plugin) ensureSchema(ctx context.Context) (*Store, error) {
 	return st, nil
 }
 
+// retention is how long idempotency tokens are kept, as the settings in force say.
+func (p *Plugin) retention() time.Duration { return p.settings.Load().retention }
+
 // openStore migrates the pool's database and returns a Store on it.
 func (p *Plugin) openStore(ctx context.Context, pool *pgxpool.Pool, b *BackendConfig) (*Store, error) {
 	key, err := migrate(ctx, pool)
@@ -349,7 +343,7 @@ func (p *Plugin) openStore(ctx context.Context, pool *pgxpool.Pool, b *BackendCo
 		sum := sha256.Sum256([]byte(b.PageTokenKey.Reveal()))
 		key = sum[:]
 	}
-	st := NewStore(pool, key, func() time.Duration { return time.Duration(p.retention.Load()) })
+	st := NewStore(pool, key, p.retention)
 	st.observe = observer(p.queries)
 	return st, nil
 }
@@ -401,17 +395,7 @@ func (p *Plugin) swapPool(ctx context.Context, b *BackendConfig) error {
 	p.mu.Unlock()
 	p.kv.Store(st)
 	if old != nil {
-		p.bg.Add(1)
-		go func() {
-			defer p.bg.Done()
-			grace := time.NewTimer(oldPoolGrace)
-			defer grace.Stop()
-			select {
-			case <-grace.C:
-			case <-p.bgCtx.Done():
-			}
-			old.Close()
-		}()
+		p.retiring.Retire(retire.Grace, old.Close)
 	}
 	p.log.Info("postgres connection settings applied; new calls use the new pool")
 	return nil
@@ -423,6 +407,7 @@ func (p *Plugin) Stop(ctx context.Context) error {
 		p.bgCancel()
 	}
 	p.bg.Wait()
+	p.retiring.Close()
 	p.mu.Lock()
 	pool := p.pool
 	p.pool = nil
@@ -462,7 +447,7 @@ func (p *Plugin) purgeLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(p.purgeEvery.Load())):
+		case <-time.After(p.settings.Load().purgeEvery):
 		}
 		st, err := p.store(ctx)
 		if err != nil {
@@ -475,7 +460,7 @@ func (p *Plugin) purgeLoop(ctx context.Context) {
 
 func (p *Plugin) purge(ctx context.Context, kind string, batch func(context.Context, int) (int64, error)) {
 	for ctx.Err() == nil {
-		limit := int(p.purgeBatch.Load())
+		limit := p.settings.Load().purgeBatch
 		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		n, err := batch(bctx, limit)
 		cancel()
@@ -515,10 +500,10 @@ func (p *Plugin) Reconfigure(ctx context.Context, cfg *config.Config, changed []
 	}
 	live := []string{"backend.idempotency_retention", "backend.purge_interval", "backend.purge_batch_size"}
 	// In dev mode there is no pool to swap: connection settings only matter without --dev.
-	if p.devDir == "" {
+	if !p.dev {
 		live = append(live, connectionKeys...)
 	}
-	if p.devDir == "" && slices.ContainsFunc(changed, func(path string) bool { return slices.Contains(connectionKeys, path) }) {
+	if !p.dev && slices.ContainsFunc(changed, func(path string) bool { return slices.Contains(connectionKeys, path) }) {
 		if err := p.swapPool(ctx, b); err != nil {
 			return nil, err
 		}
@@ -535,8 +520,7 @@ func (p *Plugin) Reconfigure(ctx context.Context, cfg *config.Config, changed []
 			restart = append(restart, path)
 		}
 	}
-	p.limits.Store(lim)
-	p.applyBackendLive(b)
+	p.settings.Store(newSettings(b, lim))
 	if tooBig {
 		p.log.Warn("new limits need larger gRPC messages than the server was started with; requests up to the old size work until a restart",
 			"needed_bytes", lc.messageBytes(), "current_bytes", p.msgBytes)
@@ -550,27 +534,28 @@ func (p *Plugin) MinRecvMessageBytes() int { return p.msgBytes }
 
 // Capabilities implements core.CapabilityReporter.
 func (p *Plugin) Capabilities() map[string]string {
-	l := p.limits.Load()
+	set := p.settings.Load()
+	if set == nil {
+		set = &settings{} // before Initialize: no limits to report yet
+	}
 	caps := map[string]string{
 		"versions":              "true",
 		"preconditions":         "version,absent",
 		"idempotency":           "true",
-		"idempotency_retention": time.Duration(p.retention.Load()).String(),
+		"idempotency_retention": set.retention.String(),
 		"ttl":                   "true",
 		"scan":                  "true",
 		"pagination":            "page_size,max_bytes",
 		"transactions":          "single-record",
 		"schema_version":        strconv.Itoa(SchemaVersion()),
 	}
-	if p.devDir != "" {
-		// GetInfo's backend field comes from Info before EnableDevMode, so say it here too.
-		caps["backend"] = devBackend
+	if p.dev {
 		caps["schema_version"] = strconv.Itoa(devSchemaVersion())
 	}
 	if src := p.credentialsSource(); src != nil {
 		maps.Copy(caps, src.Describe().Capabilities())
 	}
-	if l != nil {
+	if l := set.limits; l != nil {
 		caps["max_value_bytes"] = strconv.Itoa(l.MaxValueBytes)
 		caps["max_key_bytes"] = strconv.Itoa(l.MaxKeyBytes)
 		caps["max_id_bytes"] = strconv.Itoa(l.MaxIDBytes)

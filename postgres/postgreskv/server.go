@@ -35,7 +35,7 @@ type server struct {
 
 // Put implements keyvaluev1.KeyValueServiceServer.
 func (s *server) Put(ctx context.Context, req *keyvaluev1.PutRequest) (*keyvaluev1.PutResponse, error) {
-	r, err := s.plugin.limits.Load().put(req)
+	r, err := s.plugin.settings.Load().limits.put(req)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func (s *server) Put(ctx context.Context, req *keyvaluev1.PutRequest) (*keyvalue
 
 // Get implements keyvaluev1.KeyValueServiceServer.
 func (s *server) Get(ctx context.Context, req *keyvaluev1.GetRequest) (*keyvaluev1.GetResponse, error) {
-	r, err := s.plugin.limits.Load().get(req)
+	r, err := s.plugin.settings.Load().limits.get(req)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func (s *server) Get(ctx context.Context, req *keyvaluev1.GetRequest) (*keyvalue
 
 // Delete implements keyvaluev1.KeyValueServiceServer.
 func (s *server) Delete(ctx context.Context, req *keyvaluev1.DeleteRequest) (*keyvaluev1.DeleteResponse, error) {
-	r, err := s.plugin.limits.Load().delete(req)
+	r, err := s.plugin.settings.Load().limits.delete(req)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func (s *server) Delete(ctx context.Context, req *keyvaluev1.DeleteRequest) (*ke
 
 // Scan implements keyvaluev1.KeyValueServiceServer.
 func (s *server) Scan(ctx context.Context, req *keyvaluev1.ScanRequest) (*keyvaluev1.ScanResponse, error) {
-	r, err := s.plugin.limits.Load().scan(req)
+	r, err := s.plugin.settings.Load().limits.scan(req)
 	if err != nil {
 		return nil, err
 	}

@@ -148,6 +148,11 @@ func TestConformanceInDevMode(t *testing.T) {
 	// The embedded Redis's address is in that log line; redis-cli speaks to it without a user.
 	m := regexp.MustCompile(`"addr":"([0-9.]+:[0-9]+)"`).FindStringSubmatch(r.Logs.String())
 	require.NotNil(t, m, "the dev-mode log line gives the embedded Redis's address")
+	info, err := pluginv1.NewPluginServiceClient(r.Conn).GetInfo(t.Context(), &pluginv1.GetInfoRequest{})
+	require.NoError(t, err)
+	assert.True(t, info.GetDevMode())
+	assert.Equal(t, "miniredis (dev mode)", info.GetBackend())
+	assert.Equal(t, m[1], info.GetCapabilities()["dev_address"], "GetInfo names the embedded Redis too")
 	raw := newRedisCLI(m[1], false)
 	raw.user, raw.password = "", ""
 	cachetest.Run(t, r.Conn, cachetest.Options{Raw: raw})

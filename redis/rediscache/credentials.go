@@ -7,6 +7,7 @@ import (
 
 	"github.com/prism-gateway/plugins/core"
 	"github.com/prism-gateway/plugins/core/credentials"
+	"github.com/prism-gateway/plugins/core/retire"
 )
 
 // retireAhead is how long before their expiry a client whose connections logged in with
@@ -44,7 +45,7 @@ func credentialsProvider(src credentials.Source) func(context.Context) (string, 
 func (p *Plugin) retireLoop(ctx context.Context, src credentials.Source) {
 	credentials.Follow(ctx, src, retireAhead, credentials.Follower{
 		Changed: func(prev, next credentials.Credentials) {
-			grace := retireGrace
+			grace := retire.Grace
 			if !prev.Expiry.IsZero() {
 				grace = max(0, min(grace, time.Until(prev.Expiry.Add(-retireAhead))))
 			}

@@ -24,7 +24,7 @@ func (p *Plugin) startDevRedis() error {
 	if err := m.StartAddr("127.0.0.1:0"); err != nil {
 		return fmt.Errorf("start embedded redis: %w", err)
 	}
-	p.devRedis = m
+	p.devRedis, p.devAddr = m, m.Addr()
 	dev := *p.backend
 	dev.Address, dev.Mode, dev.Database = m.Addr(), ModeSingle, 0
 	dev.Username, dev.Password = "", ""

@@ -21,6 +21,7 @@ import (
 	"github.com/prism-gateway/plugins/core/apierr"
 	"github.com/prism-gateway/plugins/core/config"
 	"github.com/prism-gateway/plugins/core/credentials"
+	"github.com/prism-gateway/plugins/core/retire"
 	cachev1 "github.com/prism-gateway/plugins/gen/prism/cache/v1"
 )
 
@@ -43,25 +44,33 @@ type Plugin struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 
-	// dev serves from devRedis, an embedded Redis (--dev; dev.go, left out by -tags nodev).
+	// dev is set by EnableDevMode: the plugin then serves from devRedis, an embedded in-memory
+	// Redis, and never touches the configured one (dev.go, left out by -tags nodev).
 	dev      bool
 	devRedis interface{ Close() }
+	devAddr  string // devRedis's address, reported in GetInfo
 
-	// reconfigMu orders reloads; retiring tracks replaced clients until they are closed.
+	// reconfigMu orders reloads; retiring closes the clients a reload or a credential change
+	// replaced once their grace has passed.
 	reconfigMu sync.Mutex
-	retiring   sync.WaitGroup
-	stopping   chan struct{}
-	stopOnce   sync.Once
+	retiring   retire.Retirer
 }
+
+// devBackend is what Info, and so GetInfo, reports as the backend in dev mode.
+const devBackend = "miniredis (dev mode)"
 
 // New returns an unconfigured plugin for core.Run.
 func New() *Plugin { return &Plugin{} }
 
 // Info implements core.Plugin.
 func (p *Plugin) Info() core.Info {
+	backend := "redis"
+	if p.dev {
+		backend = devBackend
+	}
 	return core.Info{
 		Name:     "redis",
-		Backend:  "redis",
+		Backend:  backend,
 		Services: []string{cachev1.CacheService_ServiceDesc.ServiceName},
 	}
 }
@@ -80,7 +89,6 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 		return fmt.Errorf("limits config has type %T", cfg.Limits)
 	}
 	p.log, p.backend = env.Logger, backend
-	p.stopping = make(chan struct{})
 	if !p.dev {
 		src, err := newCredentialsSource(backend, env)
 		if err != nil {
@@ -178,23 +186,10 @@ func newStore(b *BackendConfig, m *metrics, src credentials.Source) (*store, err
 	return st, nil
 }
 
-// retireGrace is how long a replaced client stays open for the calls still using it.
-const retireGrace = 30 * time.Second
-
 // retire closes a replaced store once the calls that picked it up have had grace to finish, or at
 // Stop, whichever comes first.
 func (p *Plugin) retire(old *store, grace time.Duration) {
-	p.retiring.Add(1)
-	go func() {
-		defer p.retiring.Done()
-		timer := time.NewTimer(grace)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-		case <-p.stopping:
-		}
-		_ = old.client.Close()
-	}()
+	p.retiring.Retire(grace, func() { _ = old.client.Close() })
 }
 
 // autoPipeliner returns the client's blocking autopipeliner (closed with the client).
@@ -235,16 +230,11 @@ func (p *Plugin) Health(ctx context.Context) error {
 
 // Stop implements core.Plugin.
 func (p *Plugin) Stop(ctx context.Context) error {
-	p.stopOnce.Do(func() {
-		if p.stopping != nil {
-			close(p.stopping)
-		}
-	})
 	if p.bgCancel != nil {
 		p.bgCancel()
 	}
 	p.bg.Wait()
-	p.retiring.Wait()
+	p.retiring.Close()
 	var err error
 	if st := p.current.Swap(nil); st != nil {
 		err = st.client.Close()
@@ -291,7 +281,7 @@ var settingKeys = []string{"backend.key_prefix", "backend.default_ttl", "backend
 // Reconfigure implements core.Reconfigurer. Limits, key_prefix, default_ttl and ttl_jitter apply to
 // the next request. A change to the connection (address, mode, username/password, pool, TLS)
 // builds a new client and swaps it in; calls already running finish on the old one, which is
-// closed after retireGrace. Limits that need a larger gRPC message than the server was started
+// closed after retire.Grace. Limits that need a larger gRPC message than the server was started
 // with wait (all of them, so they stay consistent) for a restart, and so does
 // backend.credentials (which source, which file or Vault secret): the running source keeps
 // rotating the credentials it was started with.
@@ -341,7 +331,7 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 		}
 		p.creds = src
 		if prev := p.current.Swap(st); prev != nil {
-			p.retire(prev, retireGrace)
+			p.retire(prev, retire.Grace)
 		}
 		p.logClient("redis client replaced after a config change", backend)
 	}
@@ -379,6 +369,9 @@ func (p *Plugin) Capabilities() map[string]string {
 		"max_batch_bytes":   strconv.Itoa(s.limits.MaxBatchBytes),
 		"atomic_get_ttl":    "true",
 		"conditional_set":   "if_absent,if_present,keep_ttl",
+	}
+	if p.devAddr != "" {
+		caps["dev_address"] = p.devAddr
 	}
 	if src := p.credentialsSource(); src != nil {
 		maps.Copy(caps, src.Describe().Capabilities())
