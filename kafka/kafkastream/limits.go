@@ -14,6 +14,14 @@ import (
 // This file holds the checks requests pass before the brokers are touched; each error names the
 // request field and the limit it broke, in apierr's wording.
 
+// settings is the snapshot of what a Reload changes live: the request limits. Every backend
+// setting takes a restart, so the plugin reads those from its backend section.
+type settings struct {
+	limits *LimitsConfig
+}
+
+func newSettings(l *LimitsConfig) *settings { return &settings{limits: l} }
+
 // Kafka's own limits on topic and consumer group names.
 const (
 	maxTopicNameLen = 249

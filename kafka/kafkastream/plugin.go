@@ -25,9 +25,11 @@ import (
 
 // Plugin serves Stream on Apache Kafka.
 type Plugin struct {
-	log      *slog.Logger
-	backend  *BackendConfig
-	limits   atomic.Pointer[LimitsConfig]
+	log     *slog.Logger
+	backend *BackendConfig
+	// settings is what changes live on Reload (the request limits; every backend setting takes a
+	// restart); each Reload stores a new snapshot, so every call sees one consistent set.
+	settings atomic.Pointer[settings]
 	metrics  *metrics
 	draining <-chan struct{}
 	// creds yields the SASL credentials of every connection (nil in dev mode); it stays until a
@@ -109,7 +111,7 @@ func (p *Plugin) Initialize(_ context.Context, cfg *config.Config, env core.Env)
 		}
 		p.creds, backend.creds = src, src
 	}
-	p.limits.Store(limits)
+	p.settings.Store(newSettings(limits))
 	return nil
 }
 
@@ -212,7 +214,7 @@ func (p *Plugin) Reconfigure(_ context.Context, cfg *config.Config, changed []st
 	if err := p.checkRecordFits(limits); err != nil {
 		return nil, err
 	}
-	p.limits.Store(limits)
+	p.settings.Store(newSettings(limits))
 	return restart, nil
 }
 
@@ -227,16 +229,17 @@ func (p *Plugin) checkRecordFits(l *LimitsConfig) error {
 
 // MinRecvMessageBytes implements core.MessageSizer: a maximal PublishRequest must fit.
 func (p *Plugin) MinRecvMessageBytes() int {
-	l := p.limits.Load()
-	if l == nil {
+	set := p.settings.Load()
+	if set == nil {
 		return 0
 	}
+	l := set.limits
 	return l.MaxPublishBytes + l.MaxRecordsPerPublish*64 + 64<<10
 }
 
 // Capabilities implements core.CapabilityReporter.
 func (p *Plugin) Capabilities() map[string]string {
-	l := p.limits.Load()
+	l := p.settings.Load().limits
 	caps := map[string]string{
 		"delivery":                "at-least-once",
 		"consumer_groups":         "kafka",

@@ -36,7 +36,7 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 	if err != nil {
 		return nil, err
 	}
-	total, err := validatePublish(p.limits.Load(), p.backend.BatchMaxBytes, req)
+	total, err := validatePublish(p.settings.Load().limits, p.backend.BatchMaxBytes, req)
 	if err != nil {
 		return nil, err
 	}

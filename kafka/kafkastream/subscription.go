@@ -119,7 +119,7 @@ func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.Subscribe
 
 // newSubscription validates the first request (limits.go) and checks that its topics exist.
 func (p *Plugin) newSubscription(ctx context.Context, topics *topics, first *streamv1.SubscribeRequest) (*subscription, subscriptionRequest, error) {
-	limits := p.limits.Load()
+	limits := p.settings.Load().limits
 	req, err := validateSubscription(limits, p.backend, topics, first)
 	if err != nil {
 		return nil, req, err
@@ -260,7 +260,7 @@ func (s *subscription) recvLoop(ctx context.Context, recv func() (*streamv1.Subs
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		if err := validateSettle(s.p.limits.Load(), req); err != nil {
+		if err := validateSettle(s.p.settings.Load().limits, req); err != nil {
 			return err
 		}
 		ignored := s.settle(ctx, req.GetAck().GetAckIds(), true)

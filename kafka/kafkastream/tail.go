@@ -32,7 +32,7 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 	if err != nil {
 		return err
 	}
-	limits := p.limits.Load()
+	limits := p.settings.Load().limits
 	if err := validateTail(limits, req); err != nil {
 		return err
 	}
