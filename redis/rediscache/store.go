@@ -35,9 +35,9 @@ const (
 // keys (prefix, namespace and key already joined).
 type store struct {
 	client redis.UniversalClient
-	// single runs single-key commands: the client itself, or its autopipeliner, which batches
-	// the commands of concurrent calls into shared round trips.
-	single  redis.Cmdable
+	// pipe, when backend.auto_pipeline is on, batches the single-key commands of concurrent
+	// calls (Get, Set, Expire) into shared round trips; nil sends each call on its own.
+	pipe    *pipeliner
 	cluster bool
 	metrics *metrics
 }
@@ -53,11 +53,28 @@ type getResult struct {
 // get reads a value and its remaining time to live in one MULTI/EXEC transaction, so the TTL
 // belongs to the value returned (a GET then PTTL could straddle an expiry or another client's
 // write). A transaction costs Redis far less than a Lua script doing the same (no script VM, no
-// copy of the value into Lua and back), most of all for large values. It runs on the client, not
-// the autopipeliner: a MULTI must not be interleaved with other callers' commands. One key is one
-// hash slot, so it works on Redis Cluster as well.
+// copy of the value into Lua and back), most of all for large values. One key is one hash slot,
+// so it works on Redis Cluster as well.
 func (s *store) get(ctx context.Context, key string) (getResult, error) {
 	start := time.Now()
+	var out getResult
+	var err error
+	if s.pipe != nil {
+		out, err = s.getPipelined(ctx, key)
+	}
+	if s.pipe == nil || redirected(err) {
+		// A redirected block did not run; the cluster client follows the redirect.
+		out, err = s.getDirect(ctx, key)
+	}
+	s.metrics.observe(opGet, start, err)
+	if err != nil {
+		return getResult{}, backendError(ctx, "get", err)
+	}
+	return out, nil
+}
+
+// getDirect is get in a transaction of its own.
+func (s *store) getDirect(ctx context.Context, key string) (getResult, error) {
 	pipe := s.client.TxPipeline()
 	value := pipe.Get(ctx, key)
 	pttl := pipe.PTTL(ctx, key)
@@ -65,44 +82,66 @@ func (s *store) get(ctx context.Context, key string) (getResult, error) {
 	// A command Redis refuses to queue (an ACL NOPERM, say) makes EXEC answer EXECABORT; the
 	// command's own error says why.
 	err = cmp.Or(value.Err(), pttl.Err(), err)
-	s.metrics.observe(opGet, start, err)
 	if errors.Is(err, redis.Nil) {
 		return getResult{}, nil
 	}
 	if err != nil {
-		return getResult{}, backendError(ctx, "get", err)
+		return getResult{}, err
 	}
-	out := getResult{found: true, value: readOnlyBytes(value.Val())}
+	return getResultOf(readOnlyBytes(value.Val()), pttl.Val()), nil
+}
+
+// getPipelined is get as a MULTI GET PTTL EXEC block inside a shared batch: the block is written
+// in one piece on one connection, so other callers' commands cannot come between its parts.
+func (s *store) getPipelined(ctx context.Context, key string) (getResult, error) {
+	exec := redis.NewSliceCmd(ctx, "exec")
+	// A command Redis refuses to queue (an ACL NOPERM, say) makes EXEC answer EXECABORT; the
+	// command's own error, earlier in the block, is the one reported.
+	err := s.pipe.do(ctx, key, false,
+		redis.NewStatusCmd(ctx, "multi"),
+		redis.NewStatusCmd(ctx, "get", key),
+		redis.NewStatusCmd(ctx, "pttl", key),
+		exec)
+	if err != nil {
+		return getResult{}, err
+	}
+	replies := exec.Val()
+	if len(replies) != 2 {
+		return getResult{}, fmt.Errorf("EXEC answered %d replies for GET and PTTL", len(replies))
+	}
+	var value string
+	switch v := replies[0].(type) {
+	case nil:
+		return getResult{}, nil
+	case error:
+		// WRONGTYPE and the like are queued, then fail inside EXEC.
+		return getResult{}, v
+	case string:
+		value = v
+	default:
+		return getResult{}, fmt.Errorf("GET answered %T", v)
+	}
+	ms, ok := replies[1].(int64)
+	if !ok {
+		return getResult{}, fmt.Errorf("PTTL answered %T", replies[1])
+	}
+	return getResultOf(readOnlyBytes(value), time.Duration(ms)*time.Millisecond), nil
+}
+
+func getResultOf(value []byte, pttl time.Duration) getResult {
+	out := getResult{found: true, value: value}
 	// PTTL answers -1 for a key without an expiry (and -2 for a missing one, impossible here).
-	if ttl := pttl.Val(); ttl > 0 {
-		out.ttl = ttl
+	if pttl > 0 {
+		out.ttl = pttl
 	}
-	return out, nil
+	return out
 }
 
 // set writes one key with a single SET command, so value, expiry and condition apply together.
 // ttl 0 without keepTTL clears any old expiry, as SET does.
 func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Duration, keepTTL bool, cond condition) (bool, error) {
-	args := redis.SetArgs{TTL: ttl, KeepTTL: keepTTL}
-	switch cond {
-	case ifAbsent:
-		args.Mode = "NX"
-	case ifPresent:
-		args.Mode = "XX"
-	}
 	start := time.Now()
-	var err error
-	if cond == ifAbsent {
-		// Never sent twice: if Redis ran it and the connection dropped before the reply, a replay
-		// would find the key it wrote itself and answer "not stored". The caller gets UNAVAILABLE
-		// instead. (On the client, not the autopipeliner, whose batches share one retry policy.)
-		cmd := onceStatusCmd{redis.NewStatusCmd(ctx, setNXArgs(key, value, ttl, keepTTL)...)}
-		_ = s.client.Process(ctx, cmd)
-		err = cmd.Err()
-	} else {
-		// Replaying SET or SET XX writes the same value again and gives the same answer.
-		err = s.single.SetArgs(ctx, key, value, args).Err()
-	}
+	err := s.setOnce(ctx, key, value, ttl, keepTTL, cond)
 	if errors.Is(err, redis.Nil) {
 		// NX or XX did not hold: Redis answers a null reply.
 		s.metrics.observe(opSet, start, nil)
@@ -115,22 +154,54 @@ func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Dura
 	return true, nil
 }
 
-// onceStatusCmd is a command go-redis must not send again after a network error.
+// setOnce sends one SET, pipelined when that is on. A Set if_absent is never sent twice: if
+// Redis ran it and the connection dropped before the reply, a replay would find the key it wrote
+// itself and answer "not stored"; the caller gets UNAVAILABLE instead. Replaying SET or SET XX
+// writes the same value again and gives the same answer, so those keep go-redis's retries.
+func (s *store) setOnce(ctx context.Context, key string, value []byte, ttl time.Duration, keepTTL bool, cond condition) error {
+	args := setArgs(key, value, ttl, keepTTL, cond)
+	newCmd := func() redis.Cmder {
+		if cond == ifAbsent {
+			return onceStatusCmd{redis.NewStatusCmd(ctx, args...)}
+		}
+		return redis.NewStatusCmd(ctx, args...)
+	}
+	if s.pipe != nil {
+		cmd := newCmd()
+		// A redirected command did not run, so sending it again below is not a replay.
+		if err := s.pipe.do(ctx, key, cond == ifAbsent, cmd); !redirected(err) {
+			return err
+		}
+	}
+	cmd := newCmd()
+	_ = s.client.Process(ctx, cmd)
+	return cmd.Err()
+}
+
+// onceStatusCmd is a command go-redis must not send again after a network error (nor any other
+// command of a pipeline that holds it).
 type onceStatusCmd struct{ *redis.StatusCmd }
 
 // NoRetry implements redis.Cmder.
 func (onceStatusCmd) NoRetry() bool { return true }
 
-// setNXArgs are the arguments of SET key value [PX ms | KEEPTTL] NX.
-func setNXArgs(key string, value []byte, ttl time.Duration, keepTTL bool) []any {
-	args := []any{"set", key, value}
+// setArgs are the arguments of SET key value [PX ms | KEEPTTL] [NX | XX].
+func setArgs(key string, value []byte, ttl time.Duration, keepTTL bool, cond condition) []any {
+	args := make([]any, 3, 6)
+	args[0], args[1], args[2] = "set", key, value
 	switch {
 	case keepTTL:
 		args = append(args, "keepttl")
 	case ttl > 0:
 		args = append(args, "px", strconv.FormatInt(ttl.Milliseconds(), 10))
 	}
-	return append(args, "nx")
+	switch cond {
+	case ifAbsent:
+		args = append(args, "nx")
+	case ifPresent:
+		args = append(args, "xx")
+	}
+	return args
 }
 
 // delete removes keys and counts the call in the metrics; unlink does the work.
@@ -294,10 +365,10 @@ func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool
 	var found bool
 	var err error
 	if ttl > 0 {
-		found, err = s.single.PExpire(ctx, key, ttl).Result()
+		found, err = s.pexpire(ctx, key, ttl)
 	} else {
 		var n int64
-		n, err = persistScript.Run(ctx, s.single, []string{key}).Int64()
+		n, err = persistScript.Run(ctx, s.client, []string{key}).Int64()
 		found = n == 1
 	}
 	s.metrics.observe(opExpire, start, err)
@@ -305,6 +376,17 @@ func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool
 		return false, backendError(ctx, "expire", err)
 	}
 	return found, nil
+}
+
+// pexpire sends one PEXPIRE, pipelined when that is on.
+func (s *store) pexpire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if s.pipe != nil {
+		cmd := redis.NewBoolCmd(ctx, "pexpire", key, ttl.Milliseconds())
+		if err := s.pipe.do(ctx, key, false, cmd); !redirected(err) {
+			return cmd.Val(), err
+		}
+	}
+	return s.client.PExpire(ctx, key, ttl).Result()
 }
 
 // readOnlyBytes views a value go-redis read as a string as bytes without copying it: values only

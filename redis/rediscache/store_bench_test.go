@@ -118,7 +118,7 @@ func redisCPU(tb testing.TB, c redis.UniversalClient) time.Duration {
 func BenchmarkGet(b *testing.B) {
 	st := newTestStore(b, false, false)
 	lua := func(ctx context.Context, key string) error {
-		res, err := luaGetScript.Run(ctx, st.single, []string{key}).Slice()
+		res, err := luaGetScript.Run(ctx, st.client, []string{key}).Slice()
 		if err == nil && len(res) != 2 {
 			err = fmt.Errorf("script answered %d elements", len(res))
 		}

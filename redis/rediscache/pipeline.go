@@ -1,0 +1,226 @@
+package rediscache
+
+import (
+	"cmp"
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// maxBatchCalls bounds the calls one pipelined write carries, so one batch's replies never
+	// hold many megabytes and a slow batch delays few calls.
+	maxBatchCalls = 128
+	// maxBatchesInFlight is how many batches one node's queue keeps on the wire at once. While
+	// they are out, new calls wait in the queue and leave together in the next batch: under load
+	// batches form by themselves, and a lone call is sent at once, without a timer's delay.
+	maxBatchesInFlight = 2
+)
+
+// pipeliner sends the single-key commands of concurrent calls to Redis together, in one
+// pipelined write and read per batch, which saves system calls on both sides under load
+// (backend.auto_pipeline). Unlike go-redis's autopipeliner it keeps every call's own deadline:
+// the caller waits for its batch or for its context, whichever comes first, and a batch is
+// bounded by the latest deadline among its callers (and by go-redis's read and write timeouts).
+// A call whose caller has gone before its batch is written is not sent at all.
+//
+// On Redis Cluster there is one queue per master node, written through that node's client, so
+// a slow node delays only its own callers and a MULTI/EXEC block stays on one connection. A
+// command the node redirects (MOVED, ASK) or refuses while the cluster changes did not run;
+// the store sends it again through the cluster client, which follows the redirect.
+//
+// Commands that must never be sent twice (a Set if_absent) ride in batches of their own that
+// go-redis never retries; other batches keep the client's retry policy (max_retries), which
+// sends every command of a batch again after a connection error: fine for reads, SET and
+// SET XX, PEXPIRE.
+type pipeliner struct {
+	cluster *redis.ClusterClient // nil on a single Redis
+	// retried and once are the queues of a single Redis.
+	retried, once *pipeQueue
+
+	mu sync.Mutex
+	// nodes holds a cluster's queues by master node. Entries stay for the client's life: a
+	// cluster has few nodes, and the map is dropped with the store when the client is replaced.
+	nodes map[pipeKey]*pipeQueue
+}
+
+type pipeKey struct {
+	node *redis.Client
+	once bool
+}
+
+// newPipeliner batches commands for client.
+func newPipeliner(client redis.UniversalClient) *pipeliner {
+	if c, ok := client.(*redis.ClusterClient); ok {
+		return &pipeliner{cluster: c, nodes: map[pipeKey]*pipeQueue{}}
+	}
+	return &pipeliner{
+		retried: &pipeQueue{client: client},
+		once:    &pipeQueue{client: client},
+	}
+}
+
+// do sends the commands of one call, in order, on one connection, in the next batch of the queue
+// for key's node; once marks commands that must never be sent twice (and must be NoRetry). It
+// returns the first command error, or the context's error the moment the context ends.
+func (p *pipeliner) do(ctx context.Context, key string, once bool, cmds ...redis.Cmder) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	q, err := p.queue(ctx, key, once)
+	if err != nil {
+		return err
+	}
+	c := &pipeCall{ctx: ctx, cmds: cmds, done: make(chan struct{})}
+	q.add(c)
+	select {
+	case <-c.done:
+		var err error
+		for _, cmd := range cmds {
+			err = cmp.Or(err, cmd.Err())
+		}
+		return err
+	case <-ctx.Done():
+		// The batch may still be on the wire; it no longer waits for this caller, who must not
+		// read the commands (the batch goroutine may still write them).
+		c.left.Store(true)
+		return ctx.Err()
+	}
+}
+
+func (p *pipeliner) queue(ctx context.Context, key string, once bool) (*pipeQueue, error) {
+	if p.cluster == nil {
+		if once {
+			return p.once, nil
+		}
+		return p.retried, nil
+	}
+	node, err := p.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	k := pipeKey{node: node, once: once}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.nodes[k]
+	if q == nil {
+		q = &pipeQueue{client: node}
+		p.nodes[k] = q
+	}
+	return q, nil
+}
+
+// pipeQueue is the calls waiting for one connection target.
+type pipeQueue struct {
+	client interface{ Pipeline() redis.Pipeliner }
+
+	mu      sync.Mutex
+	pending []*pipeCall
+	sending int // batches on the wire, at most maxBatchesInFlight
+}
+
+// pipeCall is one caller's commands and its wait.
+type pipeCall struct {
+	ctx  context.Context
+	cmds []redis.Cmder
+	done chan struct{} // closed when the commands have their replies or errors
+	left atomic.Bool   // the caller stopped waiting
+}
+
+// add queues c and starts a batch if fewer than maxBatchesInFlight are out.
+func (q *pipeQueue) add(c *pipeCall) {
+	q.mu.Lock()
+	q.pending = append(q.pending, c)
+	var batch []*pipeCall
+	if q.sending < maxBatchesInFlight {
+		q.sending++
+		batch = q.takeLocked()
+	}
+	q.mu.Unlock()
+	if batch != nil {
+		go q.send(batch)
+	}
+}
+
+func (q *pipeQueue) takeLocked() []*pipeCall {
+	n := min(len(q.pending), maxBatchCalls)
+	batch := q.pending[:n:n]
+	q.pending = q.pending[n:]
+	return batch
+}
+
+// send writes batch and, while calls are waiting, the next batches; it ends when the queue is
+// empty.
+func (q *pipeQueue) send(batch []*pipeCall) {
+	for {
+		q.exec(batch)
+		q.mu.Lock()
+		if len(q.pending) == 0 {
+			q.pending = nil
+			q.sending--
+			q.mu.Unlock()
+			return
+		}
+		batch = q.takeLocked()
+		q.mu.Unlock()
+	}
+}
+
+// exec sends one batch as one go-redis pipeline and wakes its callers.
+func (q *pipeQueue) exec(batch []*pipeCall) {
+	defer func() {
+		for _, c := range batch {
+			close(c.done)
+		}
+	}()
+	pipe := q.client.Pipeline()
+	var deadline time.Time
+	bounded, live := true, 0
+	for _, c := range batch {
+		if c.left.Load() {
+			continue
+		}
+		if d, ok := c.ctx.Deadline(); !ok {
+			bounded = false
+		} else if d.After(deadline) {
+			deadline = d
+		}
+		for _, cmd := range c.cmds {
+			_ = pipe.Process(c.ctx, cmd)
+		}
+		live++
+	}
+	if live == 0 {
+		return
+	}
+	// The batch outlives any one caller: it is not cancelled with them, only bounded by the
+	// latest of their deadlines (go-redis turns it into socket deadlines, capped by its read and
+	// write timeouts).
+	ctx := context.Background()
+	if bounded {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	// Every command carries its own reply or error; Exec's error is the first of them.
+	_, _ = pipe.Exec(ctx)
+}
+
+// redirected reports whether a cluster node answered that it did not run a command because the
+// slot lives, or is moving, elsewhere.
+func redirected(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	for _, prefix := range []string{"MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN "} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
