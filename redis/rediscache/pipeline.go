@@ -41,11 +41,17 @@ type pipeliner struct {
 	cluster *redis.ClusterClient // nil on a single Redis
 	// retried and once are the queues of a single Redis.
 	retried, once *pipeQueue
+	stats         *pipeStats
 
 	mu sync.Mutex
 	// nodes holds a cluster's queues by master node. Entries stay for the client's life: a
 	// cluster has few nodes, and the map is dropped with the store when the client is replaced.
 	nodes map[pipeKey]*pipeQueue
+}
+
+// pipeStats counts what the pipeliner sent, so tests and benchmarks can show batching happened.
+type pipeStats struct {
+	batches, calls atomic.Int64
 }
 
 type pipeKey struct {
@@ -55,12 +61,14 @@ type pipeKey struct {
 
 // newPipeliner batches commands for client.
 func newPipeliner(client redis.UniversalClient) *pipeliner {
+	stats := &pipeStats{}
 	if c, ok := client.(*redis.ClusterClient); ok {
-		return &pipeliner{cluster: c, nodes: map[pipeKey]*pipeQueue{}}
+		return &pipeliner{cluster: c, nodes: map[pipeKey]*pipeQueue{}, stats: stats}
 	}
 	return &pipeliner{
-		retried: &pipeQueue{client: client},
-		once:    &pipeQueue{client: client},
+		retried: &pipeQueue{client: client, stats: stats},
+		once:    &pipeQueue{client: client, stats: stats},
+		stats:   stats,
 	}
 }
 
@@ -108,7 +116,7 @@ func (p *pipeliner) queue(ctx context.Context, key string, once bool) (*pipeQueu
 	defer p.mu.Unlock()
 	q := p.nodes[k]
 	if q == nil {
-		q = &pipeQueue{client: node}
+		q = &pipeQueue{client: node, stats: p.stats}
 		p.nodes[k] = q
 	}
 	return q, nil
@@ -117,6 +125,7 @@ func (p *pipeliner) queue(ctx context.Context, key string, once bool) (*pipeQueu
 // pipeQueue is the calls waiting for one connection target.
 type pipeQueue struct {
 	client interface{ Pipeline() redis.Pipeliner }
+	stats  *pipeStats
 
 	mu      sync.Mutex
 	pending []*pipeCall
@@ -197,6 +206,8 @@ func (q *pipeQueue) exec(batch []*pipeCall) {
 	if live == 0 {
 		return
 	}
+	q.stats.batches.Add(1)
+	q.stats.calls.Add(int64(live))
 	// The batch outlives any one caller: it is not cancelled with them, only bounded by the
 	// latest of their deadlines (go-redis turns it into socket deadlines, capped by its read and
 	// write timeouts).
