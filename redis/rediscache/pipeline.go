@@ -84,20 +84,30 @@ func (p *pipeliner) do(ctx context.Context, key string, once bool, cmds ...redis
 		return err
 	}
 	c := &pipeCall{ctx: ctx, cmds: cmds, done: make(chan struct{})}
-	q.add(c)
+	if q.add(c) {
+		// Alone: sent on this goroutine, bounded by this context, as without pipelining, which
+		// saves the two goroutine hand-offs a lone call would otherwise pay.
+		q.write(ctx, []*pipeCall{c})
+		q.next()
+		return firstErr(cmds)
+	}
 	select {
 	case <-c.done:
-		var err error
-		for _, cmd := range cmds {
-			err = cmp.Or(err, cmd.Err())
-		}
-		return err
+		return firstErr(cmds)
 	case <-ctx.Done():
 		// The batch may still be on the wire; it no longer waits for this caller, who must not
 		// read the commands (the batch goroutine may still write them).
 		c.left.Store(true)
 		return ctx.Err()
 	}
+}
+
+func firstErr(cmds []redis.Cmder) error {
+	var err error
+	for _, cmd := range cmds {
+		err = cmp.Or(err, cmd.Err())
+	}
+	return err
 }
 
 func (p *pipeliner) queue(ctx context.Context, key string, once bool) (*pipeQueue, error) {
@@ -140,19 +150,23 @@ type pipeCall struct {
 	left atomic.Bool   // the caller stopped waiting
 }
 
-// add queues c and starts a batch if fewer than maxBatchesInFlight are out.
-func (q *pipeQueue) add(c *pipeCall) {
+// add queues c and starts a batch if fewer than maxBatchesInFlight are out. It reports whether
+// that batch is c alone, which the caller then sends itself; other batches get a goroutine.
+func (q *pipeQueue) add(c *pipeCall) (alone bool) {
 	q.mu.Lock()
 	q.pending = append(q.pending, c)
-	var batch []*pipeCall
-	if q.sending < maxBatchesInFlight {
-		q.sending++
-		batch = q.takeLocked()
+	if q.sending >= maxBatchesInFlight {
+		q.mu.Unlock()
+		return false
 	}
+	q.sending++
+	batch := q.takeLocked()
 	q.mu.Unlock()
-	if batch != nil {
-		go q.send(batch)
+	if len(batch) == 1 && batch[0] == c {
+		return true
 	}
+	go q.send(batch)
+	return false
 }
 
 func (q *pipeQueue) takeLocked() []*pipeCall {
@@ -179,16 +193,26 @@ func (q *pipeQueue) send(batch []*pipeCall) {
 	}
 }
 
-// exec sends one batch as one go-redis pipeline and wakes its callers.
+// next ends a batch a caller sent itself: the calls that queued meanwhile get a goroutine.
+func (q *pipeQueue) next() {
+	q.mu.Lock()
+	if len(q.pending) == 0 {
+		q.pending = nil
+		q.sending--
+		q.mu.Unlock()
+		return
+	}
+	batch := q.takeLocked()
+	q.mu.Unlock()
+	go q.send(batch)
+}
+
+// exec sends one batch and wakes its callers. The batch outlives any one caller: it is not
+// cancelled with them, only bounded by the latest of their deadlines (go-redis turns it into
+// socket deadlines, capped by its read and write timeouts).
 func (q *pipeQueue) exec(batch []*pipeCall) {
-	defer func() {
-		for _, c := range batch {
-			close(c.done)
-		}
-	}()
-	pipe := q.client.Pipeline()
 	var deadline time.Time
-	bounded, live := true, 0
+	bounded := true
 	for _, c := range batch {
 		if c.left.Load() {
 			continue
@@ -198,8 +222,33 @@ func (q *pipeQueue) exec(batch []*pipeCall) {
 		} else if d.After(deadline) {
 			deadline = d
 		}
+	}
+	ctx := context.Background()
+	if bounded && !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	q.write(ctx, batch)
+}
+
+// write sends the commands of batch's remaining callers as one go-redis pipeline and wakes every
+// caller.
+func (q *pipeQueue) write(ctx context.Context, batch []*pipeCall) {
+	defer func() {
+		for _, c := range batch {
+			close(c.done)
+		}
+	}()
+	pipe := q.client.Pipeline()
+	live := 0
+	for _, c := range batch {
+		// A caller gone before its batch is written is not sent at all.
+		if c.left.Load() {
+			continue
+		}
 		for _, cmd := range c.cmds {
-			_ = pipe.Process(c.ctx, cmd)
+			_ = pipe.Process(ctx, cmd)
 		}
 		live++
 	}
@@ -208,15 +257,6 @@ func (q *pipeQueue) exec(batch []*pipeCall) {
 	}
 	q.stats.batches.Add(1)
 	q.stats.calls.Add(int64(live))
-	// The batch outlives any one caller: it is not cancelled with them, only bounded by the
-	// latest of their deadlines (go-redis turns it into socket deadlines, capped by its read and
-	// write timeouts).
-	ctx := context.Background()
-	if bounded {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
 	// Every command carries its own reply or error; Exec's error is the first of them.
 	_, _ = pipe.Exec(ctx)
 }
