@@ -130,8 +130,8 @@ type bench struct {
 	plugin, floor *benchkit.Server
 	// pipelined is the plugin with backend.auto_pipeline on; nil without -pipeline.
 	pipelined *benchkit.Server
-	value         []byte
-	keys          []string
+	value     []byte
+	keys      []string
 }
 
 // side is one side's calls: the direct client or a Cache client on the plugin or the floor.

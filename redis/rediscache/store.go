@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -40,6 +41,9 @@ type store struct {
 	pipe    *pipeliner
 	cluster bool
 	metrics *metrics
+	// mgetKeyBytes is the reply bytes per key of the last MGet, which sizes the next one's
+	// reply buffer.
+	mgetKeyBytes atomic.Int64
 }
 
 // getResult is the outcome of a single-key read.
@@ -255,69 +259,69 @@ func (s *store) mget(ctx context.Context, keys []string) ([]mgetEntry, error) {
 }
 
 // fetch reads keys with MGET; in cluster mode one MGET (or GET) per hash slot, pipelined, so no
-// command spans slots.
+// command spans slots. Values are views into each command's raw reply (mget.go).
 func (s *store) fetch(ctx context.Context, keys []string) ([]mgetEntry, error) {
 	out := make([]mgetEntry, len(keys))
 	if !s.cluster {
-		vals, err := s.client.MGet(ctx, keys...).Result()
+		bufs, err := s.rawMGet(ctx, [][]string{keys}, []bool{false})
+		if err == nil {
+			err = parseValues(bufs[0].b, out, nil)
+		}
 		if err != nil {
 			return nil, err
-		}
-		if len(vals) != len(keys) {
-			return nil, fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(keys))
-		}
-		for i, v := range vals {
-			out[i] = entryOf(v)
 		}
 		return out, nil
 	}
 	groups := groupBySlot(keys)
-	cmds := make([]redis.Cmder, len(groups))
-	pipe := s.client.Pipeline()
+	keysOf := make([][]string, len(groups))
+	get := make([]bool, len(groups))
 	for i, g := range groups {
-		if len(g.idx) == 1 {
-			cmds[i] = pipe.Get(ctx, keys[g.idx[0]])
-		} else {
-			cmds[i] = pipe.MGet(ctx, g.keys(keys)...)
-		}
+		keysOf[i], get[i] = g.keys(keys), len(g.idx) == 1
 	}
-	// A missing key makes its GET fail with redis.Nil, which Exec reports; each command is
-	// checked below instead.
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	bufs, err := s.rawMGet(ctx, keysOf, get)
+	if err != nil {
 		return nil, err
 	}
 	for i, g := range groups {
-		switch c := cmds[i].(type) {
-		case *redis.StringCmd:
-			v, err := c.Result()
-			if errors.Is(err, redis.Nil) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			out[g.idx[0]] = mgetEntry{found: true, value: readOnlyBytes(v)}
-		case *redis.SliceCmd:
-			vals, err := c.Result()
-			if err != nil {
-				return nil, err
-			}
-			if len(vals) != len(g.idx) {
-				return nil, fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(g.idx))
-			}
-			for j, v := range vals {
-				out[g.idx[j]] = entryOf(v)
-			}
+		err := parseValues(bufs[i].b, out, g.idx)
+		if redirected(err) {
+			// A raw reply is not an error to go-redis, so it did not follow a redirect (a slot
+			// moving); the cluster client does, for this group alone.
+			err = s.fetchParsed(ctx, keys, g, out)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func entryOf(v any) mgetEntry {
-	if s, ok := v.(string); ok {
-		return mgetEntry{found: true, value: readOnlyBytes(s)}
+// fetchParsed reads one slot group with go-redis's parsed GET or MGET.
+func (s *store) fetchParsed(ctx context.Context, keys []string, g slotGroup, out []mgetEntry) error {
+	if len(g.idx) == 1 {
+		v, err := s.client.Get(ctx, keys[g.idx[0]]).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		out[g.idx[0]] = mgetEntry{found: true, value: readOnlyBytes(v)}
+		return nil
 	}
-	return mgetEntry{}
+	vals, err := s.client.MGet(ctx, g.keys(keys)...).Result()
+	if err != nil {
+		return err
+	}
+	if len(vals) != len(g.idx) {
+		return fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(g.idx))
+	}
+	for j, v := range vals {
+		if str, ok := v.(string); ok {
+			out[g.idx[j]] = mgetEntry{found: true, value: readOnlyBytes(str)}
+		}
+	}
+	return nil
 }
 
 // msetEntry is one key to write in mset.
