@@ -45,8 +45,10 @@ func (s *store) rawMGet(ctx context.Context, groups [][]string, get []bool) ([]*
 		}
 		if err == nil {
 			n, size := 0, 0
-			for i, b := range bufs {
-				n += len(groups[i])
+			for _, keys := range groups {
+				n += len(keys)
+			}
+			for _, b := range bufs {
 				size += len(b.b)
 			}
 			if n > 0 {
@@ -161,11 +163,14 @@ func parseValues(raw []byte, out []mgetEntry, idx []int) error {
 			return err
 		}
 		pos = next
-		if idx != nil {
-			out[idx[i]] = e
-		} else {
-			out[i] = e
+		at := i
+		if i < len(idx) { // idx, when given, has n entries
+			at = idx[i]
 		}
+		if at >= len(out) {
+			return fmt.Errorf("MGET value %d has no place among %d keys", i, len(out))
+		}
+		out[at] = e
 	}
 	if pos != len(raw) {
 		return fmt.Errorf("%w: %d bytes after the last value", errRESP, len(raw)-pos)

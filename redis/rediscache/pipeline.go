@@ -84,11 +84,13 @@ func (p *pipeliner) do(ctx context.Context, key string, once bool, cmds ...redis
 		return err
 	}
 	c := &pipeCall{ctx: ctx, cmds: cmds, done: make(chan struct{})}
-	if q.add(c) {
+	// A batch outlives its callers: it takes the latest of their deadlines, not one caller's
+	// context, so the calls below pass none.
+	if q.add(c) { //nolint:contextcheck // see above
 		// Alone: sent on this goroutine, bounded by this context, as without pipelining, which
 		// saves the two goroutine hand-offs a lone call would otherwise pay.
 		q.write(ctx, []*pipeCall{c})
-		q.next()
+		q.next() //nolint:contextcheck // the next batch belongs to other callers
 		return firstErr(cmds)
 	}
 	select {

@@ -2,7 +2,6 @@ package rediscache
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -146,7 +145,7 @@ func TestPipelinedCallEndsAtItsOwnDeadlineWhileItsBatchIsOnTheWire(t *testing.T)
 	t.Logf("short-deadline call in a frozen batch: %v after %s", r.err, r.elapsed)
 	require.Error(t, r.err)
 	assert.Equal(t, codes.DeadlineExceeded, apierr.Code(r.err), "%v", r.err)
-	assert.True(t, errors.Is(r.err, context.DeadlineExceeded), "%v", r.err)
+	require.ErrorIs(t, r.err, context.DeadlineExceeded)
 	assert.Less(t, r.elapsed, 2500*time.Millisecond, "the call ended at its own deadline, not its batch's")
 	select {
 	case r := <-long:
