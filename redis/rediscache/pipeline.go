@@ -51,7 +51,9 @@ type pipeliner struct {
 
 // pipeStats counts what the pipeliner sent, so tests and benchmarks can show batching happened.
 type pipeStats struct {
-	batches, calls atomic.Int64
+	// batches and calls count the batches written and the calls in them; direct counts the
+	// calls sent on their own because nothing else was waiting.
+	batches, calls, direct atomic.Int64
 }
 
 type pipeKey struct {
@@ -74,8 +76,10 @@ func newPipeliner(client redis.UniversalClient) *pipeliner {
 
 // do sends the commands of one call, in order, on one connection, in the next batch of the queue
 // for key's node; once marks commands that must never be sent twice (and must be NoRetry). It
-// returns the first command error, or the context's error the moment the context ends.
-func (p *pipeliner) do(ctx context.Context, key string, once bool, cmds ...redis.Cmder) error {
+// returns the first command error, or the context's error the moment the context ends. direct,
+// when not nil, is the call sent on its own without the pipeliner, used when the call would be a
+// batch of one anyway; batched builds the commands otherwise.
+func (p *pipeliner) do(ctx context.Context, key string, once bool, direct func() error, batched func() []redis.Cmder) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -83,9 +87,16 @@ func (p *pipeliner) do(ctx context.Context, key string, once bool, cmds ...redis
 	if err != nil {
 		return err
 	}
-	c := &pipeCall{ctx: ctx, cmds: cmds, done: make(chan struct{})}
 	// A batch outlives its callers: it takes the latest of their deadlines, not one caller's
-	// context, so the calls below pass none.
+	// context, so the queue calls below pass none.
+	if direct != nil && q.claimIdle() {
+		p.stats.direct.Add(1)
+		err := direct()
+		q.next() //nolint:contextcheck // the next batch belongs to other callers
+		return err
+	}
+	cmds := batched()
+	c := &pipeCall{ctx: ctx, cmds: cmds, done: make(chan struct{})}
 	if q.add(c) { //nolint:contextcheck // see above
 		// Alone: sent on this goroutine, bounded by this context, as without pipelining, which
 		// saves the two goroutine hand-offs a lone call would otherwise pay.
@@ -150,6 +161,18 @@ type pipeCall struct {
 	cmds []redis.Cmder
 	done chan struct{} // closed when the commands have their replies or errors
 	left atomic.Bool   // the caller stopped waiting
+}
+
+// claimIdle takes a batch slot for a call to be sent on its own, if nothing is waiting and a
+// slot is free; q.next must follow.
+func (q *pipeQueue) claimIdle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) > 0 || q.sending >= maxBatchesInFlight {
+		return false
+	}
+	q.sending++
+	return true
 }
 
 // add queues c and starts a batch if fewer than maxBatchesInFlight are out. It reports whether

@@ -64,7 +64,7 @@ func (s *store) get(ctx context.Context, key string) (getResult, error) {
 	var out getResult
 	var err error
 	if s.pipe != nil {
-		out, err = s.getPipelined(ctx, key)
+		out, err = s.getPipelined(ctx, key, true)
 	}
 	if s.pipe == nil || redirected(err) {
 		// A redirected block did not run; the cluster client follows the redirect.
@@ -97,17 +97,33 @@ func (s *store) getDirect(ctx context.Context, key string) (getResult, error) {
 
 // getPipelined is get as a MULTI GET PTTL EXEC block inside a shared batch: the block is written
 // in one piece on one connection, so other callers' commands cannot come between its parts.
-func (s *store) getPipelined(ctx context.Context, key string) (getResult, error) {
-	exec := redis.NewSliceCmd(ctx, "exec")
-	// A command Redis refuses to queue (an ACL NOPERM, say) makes EXEC answer EXECABORT; the
-	// command's own error, earlier in the block, is the one reported.
-	err := s.pipe.do(ctx, key, false,
-		redis.NewStatusCmd(ctx, "multi"),
-		redis.NewStatusCmd(ctx, "get", key),
-		redis.NewStatusCmd(ctx, "pttl", key),
-		exec)
-	if err != nil {
-		return getResult{}, err
+func (s *store) getPipelined(ctx context.Context, key string, mayGoAlone bool) (getResult, error) {
+	var exec *redis.SliceCmd
+	var alone getResult
+	// A Get with nothing to share a batch with runs as go-redis's own transaction: its replies
+	// are read into typed commands, a little cheaper than the raw block.
+	var direct func() error
+	if mayGoAlone {
+		direct = func() error {
+			var err error
+			alone, err = s.getDirect(ctx, key)
+			return err
+		}
+	}
+	err := s.pipe.do(ctx, key, false, direct,
+		func() []redis.Cmder {
+			exec = redis.NewSliceCmd(ctx, "exec")
+			// A command Redis refuses to queue (an ACL NOPERM, say) makes EXEC answer
+			// EXECABORT; the command's own error, earlier in the block, is the one reported.
+			return []redis.Cmder{
+				redis.NewStatusCmd(ctx, "multi"),
+				redis.NewStatusCmd(ctx, "get", key),
+				redis.NewStatusCmd(ctx, "pttl", key),
+				exec,
+			}
+		})
+	if err != nil || exec == nil {
+		return alone, err
 	}
 	replies := exec.Val()
 	if len(replies) != 2 {
@@ -173,7 +189,7 @@ func (s *store) setOnce(ctx context.Context, key string, value []byte, ttl time.
 	if s.pipe != nil {
 		cmd := newCmd()
 		// A redirected command did not run, so sending it again below is not a replay.
-		if err := s.pipe.do(ctx, key, cond == ifAbsent, cmd); !redirected(err) {
+		if err := s.pipe.do(ctx, key, cond == ifAbsent, nil, func() []redis.Cmder { return []redis.Cmder{cmd} }); !redirected(err) {
 			return err
 		}
 	}
@@ -386,7 +402,7 @@ func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool
 func (s *store) pexpire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
 	if s.pipe != nil {
 		cmd := redis.NewBoolCmd(ctx, "pexpire", key, ttl.Milliseconds())
-		if err := s.pipe.do(ctx, key, false, cmd); !redirected(err) {
+		if err := s.pipe.do(ctx, key, false, nil, func() []redis.Cmder { return []redis.Cmder{cmd} }); !redirected(err) {
 			return cmd.Val(), err
 		}
 	}
