@@ -48,7 +48,7 @@ type BackendConfig struct {
 	DialTimeout     time.Duration `yaml:"dial_timeout"`
 	// AutoPipeline sends the single-key commands of concurrent calls to Redis together, in shared
 	// pipelined writes (pipeline.go), which saves system calls under load; each call still ends
-	// at its own deadline. Off by default: it gains nothing for a lone caller.
+	// at its own deadline. Off by default while it is new; a lone caller neither gains nor loses.
 	AutoPipeline bool `yaml:"auto_pipeline"`
 	// TLSEnabled turns on TLS to Redis; TLSCAFile adds a private CA.
 	TLSEnabled bool   `yaml:"tls_enabled"`
