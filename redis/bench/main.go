@@ -1,8 +1,8 @@
 // Command bench measures the redis plugin against go-redis used directly and against the floor
-// on the same Redis: Get and Set of 1 KiB values and MGet of 100 keys at concurrency 1 and 32,
-// then Get at fixed arrival rates (open loop, 50 % and 80 % of the slowest side's maximum at
-// concurrency 32). The floor is a bare grpc-go server (no interceptors) serving the same Cache
-// messages, whose handlers make one plain GET, SET or MGET with go-redis. The plugin and the
+// on the same Redis: Get and Set of 1 KiB values and MGet and MSet of 100 keys at concurrency 1
+// and 32, then Get at fixed arrival rates (open loop, 50 % and 80 % of the slowest side's
+// maximum at concurrency 32). The floor is a bare grpc-go server (no interceptors) serving the same Cache
+// messages, whose handlers make one plain GET, SET, MGET or MSET with go-redis. The plugin and the
 // floor run in processes of their own (this binary run again), so the CPU time per operation
 // of each is read from /proc/<pid>/stat; the benchmark's own from getrusage. Each case is
 // repeated (-repeat) and printed as median ± half the range, with plugin ÷ direct and
@@ -141,6 +141,7 @@ type side struct {
 	get    func(ctx context.Context, key string) error
 	set    func(ctx context.Context, key string, value []byte) error
 	mget   func(ctx context.Context, keys []string) error
+	mset   func(ctx context.Context, keys []string, value []byte) error
 }
 
 func (b *bench) sides() []side {
@@ -156,6 +157,13 @@ func (b *bench) sides() []side {
 				rk[i] = redisKey(k)
 			}
 			return b.direct.MGet(ctx, rk...).Err()
+		},
+		mset: func(ctx context.Context, keys []string, value []byte) error {
+			pairs := make([]any, 0, 2*len(keys))
+			for _, k := range keys {
+				pairs = append(pairs, redisKey(k), value)
+			}
+			return b.direct.MSet(ctx, pairs...).Err()
 		},
 	}}
 	servers := []struct {
@@ -191,6 +199,14 @@ func (b *bench) sides() []side {
 				}
 				return err
 			},
+			mset: func(ctx context.Context, keys []string, value []byte) error {
+				entries := make([]*cachev1.MSetEntry, len(keys))
+				for i, k := range keys {
+					entries[i] = &cachev1.MSetEntry{Key: k, Value: value}
+				}
+				_, err := client.MSet(ctx, &cachev1.MSetRequest{Namespace: namespace, Entries: entries})
+				return err
+			},
 		})
 	}
 	return sides
@@ -224,6 +240,22 @@ func (b *bench) mgetCase(n, conc int) benchkit.Case {
 	for _, s := range b.sides() {
 		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, _ int) error {
 			return s.mget(ctx, keys)
+		}})
+	}
+	return c
+}
+
+// msetCase is MSet of n keys of 1 KiB (their own keys, not the seeded ones); throughput and CPU
+// count keys.
+func (b *bench) msetCase(n, conc int) benchkit.Case {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "mset" + strconv.Itoa(i)
+	}
+	c := benchkit.Case{Name: fmt.Sprintf("MSet %dx1KiB", n), Conc: conc, PerOp: n, Unit: "keys"}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, _ int) error {
+			return s.mset(ctx, keys, b.value)
 		}})
 	}
 	return c
@@ -318,6 +350,11 @@ func run(f *benchkit.Flags, only, concList string, pipelined bool) error {
 		}
 		if want("MGet 100x1KiB") {
 			if _, err := measure(b.mgetCase(100, conc)); err != nil {
+				return err
+			}
+		}
+		if want("MSet 100x1KiB") {
+			if _, err := measure(b.msetCase(100, conc)); err != nil {
 				return err
 			}
 		}

@@ -158,6 +158,7 @@ func (s *server) MSet(ctx context.Context, req *cachev1.MSetRequest) (*cachev1.M
 		return nil, err
 	}
 	entries := make([]msetEntry, len(in))
+	keys := make([]string, len(in))
 	size := 0
 	for i, e := range in {
 		// The field names are built only for an error, not for every entry.
@@ -173,7 +174,11 @@ func (s *server) MSet(ctx context.Context, req *cachev1.MSetRequest) (*cachev1.M
 			return nil, err
 		}
 		size += len(e.GetKey()) + len(e.GetValue())
-		entries[i] = msetEntry{key: cfg.redisKey(ns, e.GetKey()), value: e.GetValue(), ttl: cfg.writeTTL(ttl)}
+		keys[i] = e.GetKey()
+		entries[i] = msetEntry{value: e.GetValue(), ttl: cfg.writeTTL(ttl)}
+	}
+	for i, k := range cfg.redisKeys(ns, keys) {
+		entries[i].key = k
 	}
 	if size > cfg.limits.MaxBatchBytes {
 		return nil, apierr.TooLarge("entries", size, cfg.limits.MaxBatchBytes, "limits.max_batch_bytes", "bytes of keys and values")

@@ -347,24 +347,77 @@ type msetEntry struct {
 	ttl   time.Duration
 }
 
-// mset writes every entry with its own SET (value and expiry atomic per key). On a single Redis,
-// or when every key shares one cluster hash slot, the whole call is one MULTI/EXEC transaction;
-// otherwise entries are pipelined to their nodes and a failure can leave some written.
+// mset writes the entries. When none has an expiry to write, they go in one MSET (atomic, and
+// like SET it clears old expiries; on a cluster one MSET per hash slot, pipelined). Otherwise
+// every entry is its own SET (value and expiry atomic per key): on a single Redis, or when every
+// key shares one cluster hash slot, all in one MULTI/EXEC transaction; else pipelined to their
+// nodes. On a cluster, keys in several slots can be left partly written by a failure.
 func (s *store) mset(ctx context.Context, entries []msetEntry) error {
 	start := time.Now()
-	pipe := s.client.TxPipeline()
-	if s.cluster && !sameSlot(entries) {
-		pipe = s.client.Pipeline()
+	var err error
+	if withoutExpiry(entries) {
+		err = s.msetPlain(ctx, entries)
+	} else {
+		pipe := s.client.TxPipeline()
+		if s.cluster && !sameSlot(entries) {
+			pipe = s.client.Pipeline()
+		}
+		for _, e := range entries {
+			pipe.SetArgs(ctx, e.key, e.value, redis.SetArgs{TTL: e.ttl})
+		}
+		_, err = pipe.Exec(ctx)
 	}
-	for _, e := range entries {
-		pipe.SetArgs(ctx, e.key, e.value, redis.SetArgs{TTL: e.ttl})
-	}
-	_, err := pipe.Exec(ctx)
 	s.metrics.observe(opMSet, start, err)
 	if err != nil {
 		return backendError(ctx, "mset", err)
 	}
 	return nil
+}
+
+func withoutExpiry(entries []msetEntry) bool {
+	for _, e := range entries {
+		if e.ttl > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// msetPlain writes entries without expiry with MSET: one command for up to max_keys_per_call
+// keys instead of a SET each (Redis parses, and go-redis builds, one command).
+func (s *store) msetPlain(ctx context.Context, entries []msetEntry) error {
+	if !s.cluster || sameSlot(entries) {
+		return s.client.Process(ctx, redis.NewStatusCmd(ctx, msetArgs(entries, nil)...))
+	}
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.key
+	}
+	pipe := s.client.Pipeline()
+	for _, g := range groupBySlot(keys) {
+		_ = pipe.Process(ctx, redis.NewStatusCmd(ctx, msetArgs(entries, g.idx)...))
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// msetArgs are the arguments of MSET for the entries at idx (all of them when idx is nil), in
+// order, so a repeated key's last entry wins.
+func msetArgs(entries []msetEntry, idx []int) []any {
+	n := len(entries)
+	if idx != nil {
+		n = len(idx)
+	}
+	args := make([]any, 1, 1+2*n)
+	args[0] = "mset"
+	for i := range n {
+		e := entries[i]
+		if i < len(idx) { // idx, when given, has n entries
+			e = entries[idx[i]]
+		}
+		args = append(args, e.key, e.value)
+	}
+	return args
 }
 
 // sameSlot reports whether every entry's key hashes to the same cluster slot.
