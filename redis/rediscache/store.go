@@ -455,8 +455,13 @@ func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool
 func (s *store) pexpire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
 	if s.pipe != nil {
 		cmd := redis.NewBoolCmd(ctx, "pexpire", key, ttl.Milliseconds())
-		if err := s.pipe.do(ctx, key, false, nil, func() []redis.Cmder { return []redis.Cmder{cmd} }); !redirected(err) {
-			return cmd.Val(), err
+		err := s.pipe.do(ctx, key, false, nil, func() []redis.Cmder { return []redis.Cmder{cmd} })
+		switch {
+		case err == nil:
+			return cmd.Val(), nil
+		case !redirected(err):
+			// Not cmd's value: after a passed deadline its batch may still be writing it.
+			return false, err
 		}
 	}
 	return s.client.PExpire(ctx, key, ttl).Result()
