@@ -81,3 +81,14 @@ func (f *floor) MGet(ctx context.Context, req *cachev1.MGetRequest) (*cachev1.MG
 	}
 	return resp, nil
 }
+
+func (f *floor) MSet(ctx context.Context, req *cachev1.MSetRequest) (*cachev1.MSetResponse, error) {
+	pairs := make([]any, 0, 2*len(req.GetEntries()))
+	for _, e := range req.GetEntries() {
+		pairs = append(pairs, "prism:"+req.GetNamespace()+":"+e.GetKey(), e.GetValue())
+	}
+	if err := f.rdb.MSet(ctx, pairs...).Err(); err != nil {
+		return nil, err
+	}
+	return &cachev1.MSetResponse{}, nil
+}

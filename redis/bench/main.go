@@ -1,8 +1,8 @@
 // Command bench measures the redis plugin against go-redis used directly and against the floor
-// on the same Redis: Get and Set of 1 KiB values and MGet of 100 keys at concurrency 1 and 32,
-// then Get at fixed arrival rates (open loop, 50 % and 80 % of the slowest side's maximum at
-// concurrency 32). The floor is a bare grpc-go server (no interceptors) serving the same Cache
-// messages, whose handlers make one plain GET, SET or MGET with go-redis. The plugin and the
+// on the same Redis: Get and Set of 1 KiB values and MGet and MSet of 100 keys at concurrency 1
+// and 32, then Get at fixed arrival rates (open loop, 50 % and 80 % of the slowest side's
+// maximum at concurrency 32). The floor is a bare grpc-go server (no interceptors) serving the same Cache
+// messages, whose handlers make one plain GET, SET, MGET or MSET with go-redis. The plugin and the
 // floor run in processes of their own (this binary run again), so the CPU time per operation
 // of each is read from /proc/<pid>/stat; the benchmark's own from getrusage. Each case is
 // repeated (-repeat) and printed as median ± half the range, with plugin ÷ direct and
@@ -16,9 +16,13 @@
 // It ends with the security case (benchkit.RunSecurity): Get at concurrency 1 against plaintext,
 // mTLS, and mTLS + one policy + audit to a file; -security runs only that case.
 //
-//	go run ./redis/bench [-duration 1s] [-repeat 3] [-open 0.5,0.8] [-sweep all] [-markdown] [-only Get] [-conc 32]
+// -pipeline adds a second plugin process with backend.auto_pipeline on as one more side
+// ("pipelined"), measured in the same alternating slices, and prints pipelined ÷ plugin for
+// every case.
 //
-// Variables such as PRISM_BACKEND_AUTO_PIPELINE=true reach the plugin.
+//	go run ./redis/bench [-duration 1s] [-repeat 3] [-open 0.5,0.8] [-sweep all] [-markdown] [-only Get] [-conc 1,32,64] [-pipeline]
+//
+// Variables such as PRISM_BACKEND_AUTO_PIPELINE=true reach the plugin (every plugin process).
 //
 // Redis comes from PRISM_TEST_REDIS_ADDR (default 127.0.0.1:6379) with the ACL user prism/prism.
 package main
@@ -59,7 +63,8 @@ func main() {
 	}
 	f := benchkit.Register(flag.CommandLine, benchkit.Config{Duration: time.Second, Warmup: 300 * time.Millisecond, Repeats: 3}, sweepNames)
 	only := flag.String("only", "", "run only the cases whose name starts with this (Get, Set, MGet)")
-	conc := flag.Int("conc", 0, "run the main cases at only this concurrency (default: 1 and 32)")
+	conc := flag.String("conc", "1,32", "the concurrencies of the main cases, comma-separated")
+	pipelined := flag.Bool("pipeline", false, "add a plugin side with backend.auto_pipeline: true and print its ratio to the plugin")
 	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case (0: skip it)")
 	securityOnly := flag.Bool("security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
 	flag.Parse()
@@ -69,7 +74,7 @@ func main() {
 		stopProfile, err = benchkit.StartCPUProfile(f.CPUProfile)
 	}
 	if err == nil && !*securityOnly {
-		err = run(f, *only, *conc)
+		err = run(f, *only, *conc, *pipelined)
 	}
 	if err == nil && *securityDuration > 0 {
 		err = runSecurity(*securityDuration, f.Warmup, f.InProcess)
@@ -94,6 +99,9 @@ func redisKey(key string) string { return "prism:" + namespace + ":" + key }
 func newRedis(addr string, pool int) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, Username: "prism", Password: "prism", PoolSize: pool})
 }
+
+// pipelinedSide names the plugin side with backend.auto_pipeline on (-pipeline).
+const pipelinedSide = "pipelined"
 
 // pluginSpec is how every case starts the plugin.
 func pluginSpec(addr string, inProcess bool) benchkit.PluginSpec {
@@ -120,8 +128,10 @@ type bench struct {
 	f             *benchkit.Flags
 	direct        *redis.Client
 	plugin, floor *benchkit.Server
-	value         []byte
-	keys          []string
+	// pipelined is the plugin with backend.auto_pipeline on; nil without -pipeline.
+	pipelined *benchkit.Server
+	value     []byte
+	keys      []string
 }
 
 // side is one side's calls: the direct client or a Cache client on the plugin or the floor.
@@ -131,6 +141,7 @@ type side struct {
 	get    func(ctx context.Context, key string) error
 	set    func(ctx context.Context, key string, value []byte) error
 	mget   func(ctx context.Context, keys []string) error
+	mset   func(ctx context.Context, keys []string, value []byte) error
 }
 
 func (b *bench) sides() []side {
@@ -147,11 +158,25 @@ func (b *bench) sides() []side {
 			}
 			return b.direct.MGet(ctx, rk...).Err()
 		},
+		mset: func(ctx context.Context, keys []string, value []byte) error {
+			pairs := make([]any, 0, 2*len(keys))
+			for _, k := range keys {
+				pairs = append(pairs, redisKey(k), value)
+			}
+			return b.direct.MSet(ctx, pairs...).Err()
+		},
 	}}
-	for _, s := range []struct {
+	servers := []struct {
 		name string
 		srv  *benchkit.Server
-	}{{benchkit.Floor, b.floor}, {benchkit.Plugin, b.plugin}} {
+	}{{benchkit.Floor, b.floor}, {benchkit.Plugin, b.plugin}}
+	if b.pipelined != nil {
+		servers = append(servers, struct {
+			name string
+			srv  *benchkit.Server
+		}{pipelinedSide, b.pipelined})
+	}
+	for _, s := range servers {
 		client := cachev1.NewCacheServiceClient(s.srv.Conn)
 		sides = append(sides, side{
 			name:   s.name,
@@ -172,6 +197,14 @@ func (b *bench) sides() []side {
 				if err == nil && len(resp.GetEntries()) != len(keys) {
 					err = fmt.Errorf("MGet answered %d entries for %d keys", len(resp.GetEntries()), len(keys))
 				}
+				return err
+			},
+			mset: func(ctx context.Context, keys []string, value []byte) error {
+				entries := make([]*cachev1.MSetEntry, len(keys))
+				for i, k := range keys {
+					entries[i] = &cachev1.MSetEntry{Key: k, Value: value}
+				}
+				_, err := client.MSet(ctx, &cachev1.MSetRequest{Namespace: namespace, Entries: entries})
 				return err
 			},
 		})
@@ -212,7 +245,31 @@ func (b *bench) mgetCase(n, conc int) benchkit.Case {
 	return c
 }
 
-func run(f *benchkit.Flags, only string, onlyConc int) error {
+// msetCase is MSet of n keys of 1 KiB (their own keys, not the seeded ones); throughput and CPU
+// count keys.
+func (b *bench) msetCase(n, conc int) benchkit.Case {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "mset" + strconv.Itoa(i)
+	}
+	c := benchkit.Case{Name: fmt.Sprintf("MSet %dx1KiB", n), Conc: conc, PerOp: n, Unit: "keys"}
+	for _, s := range b.sides() {
+		c.Sides = append(c.Sides, benchkit.Side{Name: s.name, Server: s.server, Op: func(ctx context.Context, _ int) error {
+			return s.mset(ctx, keys, b.value)
+		}})
+	}
+	return c
+}
+
+func run(f *benchkit.Flags, only, concList string, pipelined bool) error {
+	var concs []int
+	for _, c := range strings.Split(concList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			return fmt.Errorf("-conc: want positive integers separated by commas, got %q", concList)
+		}
+		concs = append(concs, n)
+	}
 	addr := redisAddr()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -229,6 +286,14 @@ func run(f *benchkit.Flags, only string, onlyConc int) error {
 		return err
 	}
 	defer b.plugin.Close()
+	if pipelined {
+		ps := pluginSpec(addr, f.InProcess)
+		ps.Env["PRISM_BACKEND_AUTO_PIPELINE"] = "true"
+		if b.pipelined, err = benchkit.StartPluginServer(ctx, ps); err != nil {
+			return err
+		}
+		defer b.pipelined.Close()
+	}
 	b.floor, err = benchkit.StartFloor(ctx, f.FloorSpec(benchkit.FloorSpec{
 		Env:     map[string]string{floorAddrEnv: addr, floorPoolEnv: strconv.Itoa(poolSize)},
 		Service: cachev1.CacheService_ServiceDesc.ServiceName,
@@ -258,10 +323,6 @@ func run(f *benchkit.Flags, only string, onlyConc int) error {
 		addr, runtime.NumCPU(), benchkit.LoadAverage(), where, poolSize, f.Describe())
 
 	want := func(name string) bool { return strings.HasPrefix(name, only) }
-	concs := []int{1, 32}
-	if onlyConc != 0 {
-		concs = []int{onlyConc}
-	}
 	var results []benchkit.CaseResult
 	measure := func(c benchkit.Case) (benchkit.CaseResult, error) {
 		r, err := benchkit.Run(ctx, f.Config, c)
@@ -292,6 +353,11 @@ func run(f *benchkit.Flags, only string, onlyConc int) error {
 				return err
 			}
 		}
+		if want("MSet 100x1KiB") {
+			if _, err := measure(b.msetCase(100, conc)); err != nil {
+				return err
+			}
+		}
 	}
 	if openBasis != nil {
 		for _, c := range f.OpenCases(*openBasis, func(rate float64, label string) benchkit.Case {
@@ -305,6 +371,11 @@ func run(f *benchkit.Flags, only string, onlyConc int) error {
 	if err := benchkit.CaseTable("", results).Write(os.Stdout, f.Markdown); err != nil {
 		return err
 	}
+	if pipelined {
+		if err := pipelinedTable(results).Write(os.Stdout, f.Markdown); err != nil {
+			return err
+		}
+	}
 	if openBasis != nil && len(f.OpenRates) > 0 {
 		fmt.Printf("\nOpen-loop rows: calls arrive at the rate shown (%v of the slowest side's maximum at concurrency %d), up to %d in\n"+
 			"flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n",
@@ -312,6 +383,27 @@ func run(f *benchkit.Flags, only string, onlyConc int) error {
 	}
 	fmt.Println("targets: plugin CPU/op <= 1.2x floor; p50 at conc 1 <= 1.2x floor; throughput at 32 >= 0.9x floor; MGet-100 >= 0.7x direct")
 	return b.sweeps(ctx, f)
+}
+
+// pipelinedTable is pipelined ÷ plugin for every case, repeat by repeat.
+func pipelinedTable(results []benchkit.CaseResult) benchkit.Table {
+	metrics := []benchkit.Metric{benchkit.Throughput, benchkit.P50, benchkit.P99, benchkit.ServerCPU}
+	t := benchkit.Table{
+		Title: "backend.auto_pipeline: the pipelined plugin ÷ the plugin (same run, alternating slices)",
+		Rows:  [][]string{{"case", "load", "throughput", "p50", "p99", "server CPU/op"}},
+	}
+	for _, r := range results {
+		row := []string{r.Name, strconv.Itoa(r.Conc)}
+		if r.Rate > 0 {
+			row[1] = fmt.Sprintf("%.0f/s", r.Rate)
+		}
+		for _, m := range metrics {
+			s := r.Ratio(m, pipelinedSide, benchkit.Plugin)
+			row = append(row, fmt.Sprintf("%.2fx ±%.0f%%", s.Mid, 100*s.Spread()))
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	return t
 }
 
 // sweeps runs the scaling sweeps asked for and prints a table for each.

@@ -380,6 +380,15 @@ func TestCallsWithAWrongPasswordAreUnavailable(t *testing.T) {
 }
 
 func TestDeadlineReachesRedisCall(t *testing.T) {
+	for _, autoPipeline := range []bool{false, true} {
+		t.Run("auto_pipeline "+strconv.FormatBool(autoPipeline), func(t *testing.T) {
+			deadlineReachesRedisCall(t, autoPipeline)
+		})
+	}
+}
+
+func deadlineReachesRedisCall(t *testing.T, autoPipeline bool) {
+	t.Helper()
 	// A "Redis" that accepts connections and never answers: only the caller's deadline can end
 	// the plugin's call, well before go-redis's own 3s read timeout.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -395,7 +404,7 @@ func TestDeadlineReachesRedisCall(t *testing.T) {
 		}
 	}()
 	r := coretest.Start(t, rediscache.New(), coretest.Options{
-		YAML: "backend:\n  max_retries: -1\n",
+		YAML: "backend:\n  max_retries: -1\n  auto_pipeline: " + strconv.FormatBool(autoPipeline) + "\n",
 		Env:  map[string]string{"REDIS_ADDRESS": l.Addr().String()},
 	})
 	client := cachev1.NewCacheServiceClient(r.Conn)

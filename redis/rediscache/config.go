@@ -47,9 +47,8 @@ type BackendConfig struct {
 	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
 	DialTimeout     time.Duration `yaml:"dial_timeout"`
 	// AutoPipeline sends the single-key commands of concurrent calls to Redis together, in shared
-	// pipelined writes (go-redis autopipelining), which saves system calls under load. Off by
-	// default: go-redis marks it experimental, and a batched command is bounded by go-redis's
-	// own timeouts rather than by the caller's deadline.
+	// pipelined writes (pipeline.go), which saves system calls under load; each call still ends
+	// at its own deadline. Off by default while it is new; a lone caller neither gains nor loses.
 	AutoPipeline bool `yaml:"auto_pipeline"`
 	// TLSEnabled turns on TLS to Redis; TLSCAFile adds a private CA.
 	TLSEnabled bool   `yaml:"tls_enabled"`

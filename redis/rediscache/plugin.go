@@ -174,14 +174,9 @@ func newStore(b *BackendConfig, m *metrics, src credentials.Source) (*store, err
 	} else {
 		client = redis.NewClient(opts.Simple())
 	}
-	st := &store{client: client, single: client, cluster: cluster, metrics: m}
+	st := &store{client: client, cluster: cluster, metrics: m}
 	if b.AutoPipeline {
-		ap, err := autoPipeliner(client)
-		if err != nil {
-			_ = client.Close()
-			return nil, err
-		}
-		st.single = ap
+		st.pipe = newPipeliner(client)
 	}
 	return st, nil
 }
@@ -190,24 +185,6 @@ func newStore(b *BackendConfig, m *metrics, src credentials.Source) (*store, err
 // Stop, whichever comes first.
 func (p *Plugin) retire(old *store, grace time.Duration) {
 	p.retiring.Retire(grace, func() { _ = old.client.Close() })
-}
-
-// autoPipeliner returns the client's blocking autopipeliner (closed with the client).
-func autoPipeliner(client redis.UniversalClient) (redis.Cmdable, error) {
-	var ap *redis.AutoPipeliner
-	var err error
-	switch c := client.(type) {
-	case *redis.Client:
-		ap, err = c.AutoPipeline()
-	case *redis.ClusterClient:
-		ap, err = c.AutoPipeline()
-	default:
-		return nil, fmt.Errorf("auto_pipeline: unsupported client %T", client)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("backend.auto_pipeline: %w", err)
-	}
-	return ap, nil
 }
 
 // Health implements core.Plugin: usable credentials first (expired ones are NOT_SERVING with the

@@ -158,21 +158,27 @@ func (s *server) MSet(ctx context.Context, req *cachev1.MSetRequest) (*cachev1.M
 		return nil, err
 	}
 	entries := make([]msetEntry, len(in))
+	keys := make([]string, len(in))
 	size := 0
 	for i, e := range in {
-		field := indexed("entries", i)
-		if err := cfg.checkKey(field+".key", e.GetKey()); err != nil {
-			return nil, err
+		// The field names are built only for an error, not for every entry.
+		if err := cfg.checkKey("key", e.GetKey()); err != nil {
+			return nil, cfg.checkKey(indexed("entries", i)+".key", e.GetKey())
 		}
-		if err := cfg.checkValue(field+".value", e.GetValue()); err != nil {
-			return nil, err
+		if err := cfg.checkValue("value", e.GetValue()); err != nil {
+			return nil, cfg.checkValue(indexed("entries", i)+".value", e.GetValue())
 		}
-		ttl, err := cfg.ttl(field+".ttl", e.GetTtl())
+		ttl, err := cfg.ttl("ttl", e.GetTtl())
 		if err != nil {
+			_, err = cfg.ttl(indexed("entries", i)+".ttl", e.GetTtl())
 			return nil, err
 		}
 		size += len(e.GetKey()) + len(e.GetValue())
-		entries[i] = msetEntry{key: cfg.redisKey(ns, e.GetKey()), value: e.GetValue(), ttl: cfg.writeTTL(ttl)}
+		keys[i] = e.GetKey()
+		entries[i] = msetEntry{value: e.GetValue(), ttl: cfg.writeTTL(ttl)}
+	}
+	for i, k := range cfg.redisKeys(ns, keys) {
+		entries[i].key = k
 	}
 	if size > cfg.limits.MaxBatchBytes {
 		return nil, apierr.TooLarge("entries", size, cfg.limits.MaxBatchBytes, "limits.max_batch_bytes", "bytes of keys and values")

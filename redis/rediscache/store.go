@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -35,11 +36,14 @@ const (
 // keys (prefix, namespace and key already joined).
 type store struct {
 	client redis.UniversalClient
-	// single runs single-key commands: the client itself, or its autopipeliner, which batches
-	// the commands of concurrent calls into shared round trips.
-	single  redis.Cmdable
+	// pipe, when backend.auto_pipeline is on, batches the single-key commands of concurrent
+	// calls (Get, Set, Expire) into shared round trips; nil sends each call on its own.
+	pipe    *pipeliner
 	cluster bool
 	metrics *metrics
+	// mgetKeyBytes is the reply bytes per key of the last MGet, which sizes the next one's
+	// reply buffer.
+	mgetKeyBytes atomic.Int64
 }
 
 // getResult is the outcome of a single-key read.
@@ -53,11 +57,28 @@ type getResult struct {
 // get reads a value and its remaining time to live in one MULTI/EXEC transaction, so the TTL
 // belongs to the value returned (a GET then PTTL could straddle an expiry or another client's
 // write). A transaction costs Redis far less than a Lua script doing the same (no script VM, no
-// copy of the value into Lua and back), most of all for large values. It runs on the client, not
-// the autopipeliner: a MULTI must not be interleaved with other callers' commands. One key is one
-// hash slot, so it works on Redis Cluster as well.
+// copy of the value into Lua and back), most of all for large values. One key is one hash slot,
+// so it works on Redis Cluster as well.
 func (s *store) get(ctx context.Context, key string) (getResult, error) {
 	start := time.Now()
+	var out getResult
+	var err error
+	if s.pipe != nil {
+		out, err = s.getPipelined(ctx, key, true)
+	}
+	if s.pipe == nil || redirected(err) {
+		// A redirected block did not run; the cluster client follows the redirect.
+		out, err = s.getDirect(ctx, key)
+	}
+	s.metrics.observe(opGet, start, err)
+	if err != nil {
+		return getResult{}, backendError(ctx, "get", err)
+	}
+	return out, nil
+}
+
+// getDirect is get in a transaction of its own.
+func (s *store) getDirect(ctx context.Context, key string) (getResult, error) {
 	pipe := s.client.TxPipeline()
 	value := pipe.Get(ctx, key)
 	pttl := pipe.PTTL(ctx, key)
@@ -65,44 +86,82 @@ func (s *store) get(ctx context.Context, key string) (getResult, error) {
 	// A command Redis refuses to queue (an ACL NOPERM, say) makes EXEC answer EXECABORT; the
 	// command's own error says why.
 	err = cmp.Or(value.Err(), pttl.Err(), err)
-	s.metrics.observe(opGet, start, err)
 	if errors.Is(err, redis.Nil) {
 		return getResult{}, nil
 	}
 	if err != nil {
-		return getResult{}, backendError(ctx, "get", err)
+		return getResult{}, err
 	}
-	out := getResult{found: true, value: readOnlyBytes(value.Val())}
+	return getResultOf(readOnlyBytes(value.Val()), pttl.Val()), nil
+}
+
+// getPipelined is get as a MULTI GET PTTL EXEC block inside a shared batch: the block is written
+// in one piece on one connection, so other callers' commands cannot come between its parts.
+func (s *store) getPipelined(ctx context.Context, key string, mayGoAlone bool) (getResult, error) {
+	var exec *redis.SliceCmd
+	var alone getResult
+	// A Get with nothing to share a batch with runs as go-redis's own transaction: its replies
+	// are read into typed commands, a little cheaper than the raw block.
+	var direct func() error
+	if mayGoAlone {
+		direct = func() error {
+			var err error
+			alone, err = s.getDirect(ctx, key)
+			return err
+		}
+	}
+	err := s.pipe.do(ctx, key, false, direct,
+		func() []redis.Cmder {
+			exec = redis.NewSliceCmd(ctx, "exec")
+			// A command Redis refuses to queue (an ACL NOPERM, say) makes EXEC answer
+			// EXECABORT; the command's own error, earlier in the block, is the one reported.
+			return []redis.Cmder{
+				redis.NewStatusCmd(ctx, "multi"),
+				redis.NewStatusCmd(ctx, "get", key),
+				redis.NewStatusCmd(ctx, "pttl", key),
+				exec,
+			}
+		})
+	if err != nil || exec == nil {
+		return alone, err
+	}
+	replies := exec.Val()
+	if len(replies) != 2 {
+		return getResult{}, fmt.Errorf("EXEC answered %d replies for GET and PTTL", len(replies))
+	}
+	var value string
+	switch v := replies[0].(type) {
+	case nil:
+		return getResult{}, nil
+	case error:
+		// WRONGTYPE and the like are queued, then fail inside EXEC.
+		return getResult{}, v
+	case string:
+		value = v
+	default:
+		return getResult{}, fmt.Errorf("GET answered %T", v)
+	}
+	ms, ok := replies[1].(int64)
+	if !ok {
+		return getResult{}, fmt.Errorf("PTTL answered %T", replies[1])
+	}
+	return getResultOf(readOnlyBytes(value), time.Duration(ms)*time.Millisecond), nil
+}
+
+func getResultOf(value []byte, pttl time.Duration) getResult {
+	out := getResult{found: true, value: value}
 	// PTTL answers -1 for a key without an expiry (and -2 for a missing one, impossible here).
-	if ttl := pttl.Val(); ttl > 0 {
-		out.ttl = ttl
+	if pttl > 0 {
+		out.ttl = pttl
 	}
-	return out, nil
+	return out
 }
 
 // set writes one key with a single SET command, so value, expiry and condition apply together.
 // ttl 0 without keepTTL clears any old expiry, as SET does.
 func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Duration, keepTTL bool, cond condition) (bool, error) {
-	args := redis.SetArgs{TTL: ttl, KeepTTL: keepTTL}
-	switch cond {
-	case ifAbsent:
-		args.Mode = "NX"
-	case ifPresent:
-		args.Mode = "XX"
-	}
 	start := time.Now()
-	var err error
-	if cond == ifAbsent {
-		// Never sent twice: if Redis ran it and the connection dropped before the reply, a replay
-		// would find the key it wrote itself and answer "not stored". The caller gets UNAVAILABLE
-		// instead. (On the client, not the autopipeliner, whose batches share one retry policy.)
-		cmd := onceStatusCmd{redis.NewStatusCmd(ctx, setNXArgs(key, value, ttl, keepTTL)...)}
-		_ = s.client.Process(ctx, cmd)
-		err = cmd.Err()
-	} else {
-		// Replaying SET or SET XX writes the same value again and gives the same answer.
-		err = s.single.SetArgs(ctx, key, value, args).Err()
-	}
+	err := s.setOnce(ctx, key, value, ttl, keepTTL, cond)
 	if errors.Is(err, redis.Nil) {
 		// NX or XX did not hold: Redis answers a null reply.
 		s.metrics.observe(opSet, start, nil)
@@ -115,22 +174,54 @@ func (s *store) set(ctx context.Context, key string, value []byte, ttl time.Dura
 	return true, nil
 }
 
-// onceStatusCmd is a command go-redis must not send again after a network error.
+// setOnce sends one SET, pipelined when that is on. A Set if_absent is never sent twice: if
+// Redis ran it and the connection dropped before the reply, a replay would find the key it wrote
+// itself and answer "not stored"; the caller gets UNAVAILABLE instead. Replaying SET or SET XX
+// writes the same value again and gives the same answer, so those keep go-redis's retries.
+func (s *store) setOnce(ctx context.Context, key string, value []byte, ttl time.Duration, keepTTL bool, cond condition) error {
+	args := setArgs(key, value, ttl, keepTTL, cond)
+	newCmd := func() redis.Cmder {
+		if cond == ifAbsent {
+			return onceStatusCmd{redis.NewStatusCmd(ctx, args...)}
+		}
+		return redis.NewStatusCmd(ctx, args...)
+	}
+	if s.pipe != nil {
+		cmd := newCmd()
+		// A redirected command did not run, so sending it again below is not a replay.
+		if err := s.pipe.do(ctx, key, cond == ifAbsent, nil, func() []redis.Cmder { return []redis.Cmder{cmd} }); !redirected(err) {
+			return err
+		}
+	}
+	cmd := newCmd()
+	_ = s.client.Process(ctx, cmd)
+	return cmd.Err()
+}
+
+// onceStatusCmd is a command go-redis must not send again after a network error (nor any other
+// command of a pipeline that holds it).
 type onceStatusCmd struct{ *redis.StatusCmd }
 
 // NoRetry implements redis.Cmder.
 func (onceStatusCmd) NoRetry() bool { return true }
 
-// setNXArgs are the arguments of SET key value [PX ms | KEEPTTL] NX.
-func setNXArgs(key string, value []byte, ttl time.Duration, keepTTL bool) []any {
-	args := []any{"set", key, value}
+// setArgs are the arguments of SET key value [PX ms | KEEPTTL] [NX | XX].
+func setArgs(key string, value []byte, ttl time.Duration, keepTTL bool, cond condition) []any {
+	args := make([]any, 3, 6)
+	args[0], args[1], args[2] = "set", key, value
 	switch {
 	case keepTTL:
 		args = append(args, "keepttl")
 	case ttl > 0:
 		args = append(args, "px", strconv.FormatInt(ttl.Milliseconds(), 10))
 	}
-	return append(args, "nx")
+	switch cond {
+	case ifAbsent:
+		args = append(args, "nx")
+	case ifPresent:
+		args = append(args, "xx")
+	}
+	return args
 }
 
 // delete removes keys and counts the call in the metrics; unlink does the work.
@@ -184,69 +275,69 @@ func (s *store) mget(ctx context.Context, keys []string) ([]mgetEntry, error) {
 }
 
 // fetch reads keys with MGET; in cluster mode one MGET (or GET) per hash slot, pipelined, so no
-// command spans slots.
+// command spans slots. Values are views into each command's raw reply (mget.go).
 func (s *store) fetch(ctx context.Context, keys []string) ([]mgetEntry, error) {
 	out := make([]mgetEntry, len(keys))
 	if !s.cluster {
-		vals, err := s.client.MGet(ctx, keys...).Result()
+		bufs, err := s.rawMGet(ctx, [][]string{keys}, []bool{false})
+		if err == nil {
+			err = parseValues(bufs[0].b, out, nil)
+		}
 		if err != nil {
 			return nil, err
-		}
-		if len(vals) != len(keys) {
-			return nil, fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(keys))
-		}
-		for i, v := range vals {
-			out[i] = entryOf(v)
 		}
 		return out, nil
 	}
 	groups := groupBySlot(keys)
-	cmds := make([]redis.Cmder, len(groups))
-	pipe := s.client.Pipeline()
+	keysOf := make([][]string, len(groups))
+	get := make([]bool, len(groups))
 	for i, g := range groups {
-		if len(g.idx) == 1 {
-			cmds[i] = pipe.Get(ctx, keys[g.idx[0]])
-		} else {
-			cmds[i] = pipe.MGet(ctx, g.keys(keys)...)
-		}
+		keysOf[i], get[i] = g.keys(keys), len(g.idx) == 1
 	}
-	// A missing key makes its GET fail with redis.Nil, which Exec reports; each command is
-	// checked below instead.
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	bufs, err := s.rawMGet(ctx, keysOf, get)
+	if err != nil {
 		return nil, err
 	}
 	for i, g := range groups {
-		switch c := cmds[i].(type) {
-		case *redis.StringCmd:
-			v, err := c.Result()
-			if errors.Is(err, redis.Nil) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			out[g.idx[0]] = mgetEntry{found: true, value: readOnlyBytes(v)}
-		case *redis.SliceCmd:
-			vals, err := c.Result()
-			if err != nil {
-				return nil, err
-			}
-			if len(vals) != len(g.idx) {
-				return nil, fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(g.idx))
-			}
-			for j, v := range vals {
-				out[g.idx[j]] = entryOf(v)
-			}
+		err := parseValues(bufs[i].b, out, g.idx)
+		if redirected(err) {
+			// A raw reply is not an error to go-redis, so it did not follow a redirect (a slot
+			// moving); the cluster client does, for this group alone.
+			err = s.fetchParsed(ctx, keys, g, out)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func entryOf(v any) mgetEntry {
-	if s, ok := v.(string); ok {
-		return mgetEntry{found: true, value: readOnlyBytes(s)}
+// fetchParsed reads one slot group with go-redis's parsed GET or MGET.
+func (s *store) fetchParsed(ctx context.Context, keys []string, g slotGroup, out []mgetEntry) error {
+	if len(g.idx) == 1 {
+		v, err := s.client.Get(ctx, keys[g.idx[0]]).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		out[g.idx[0]] = mgetEntry{found: true, value: readOnlyBytes(v)}
+		return nil
 	}
-	return mgetEntry{}
+	vals, err := s.client.MGet(ctx, g.keys(keys)...).Result()
+	if err != nil {
+		return err
+	}
+	if len(vals) != len(g.idx) {
+		return fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(g.idx))
+	}
+	for j, v := range vals {
+		if str, ok := v.(string); ok {
+			out[g.idx[j]] = mgetEntry{found: true, value: readOnlyBytes(str)}
+		}
+	}
+	return nil
 }
 
 // msetEntry is one key to write in mset.
@@ -256,24 +347,77 @@ type msetEntry struct {
 	ttl   time.Duration
 }
 
-// mset writes every entry with its own SET (value and expiry atomic per key). On a single Redis,
-// or when every key shares one cluster hash slot, the whole call is one MULTI/EXEC transaction;
-// otherwise entries are pipelined to their nodes and a failure can leave some written.
+// mset writes the entries. When none has an expiry to write, they go in one MSET (atomic, and
+// like SET it clears old expiries; on a cluster one MSET per hash slot, pipelined). Otherwise
+// every entry is its own SET (value and expiry atomic per key): on a single Redis, or when every
+// key shares one cluster hash slot, all in one MULTI/EXEC transaction; else pipelined to their
+// nodes. On a cluster, keys in several slots can be left partly written by a failure.
 func (s *store) mset(ctx context.Context, entries []msetEntry) error {
 	start := time.Now()
-	pipe := s.client.TxPipeline()
-	if s.cluster && !sameSlot(entries) {
-		pipe = s.client.Pipeline()
+	var err error
+	if withoutExpiry(entries) {
+		err = s.msetPlain(ctx, entries)
+	} else {
+		pipe := s.client.TxPipeline()
+		if s.cluster && !sameSlot(entries) {
+			pipe = s.client.Pipeline()
+		}
+		for _, e := range entries {
+			pipe.SetArgs(ctx, e.key, e.value, redis.SetArgs{TTL: e.ttl})
+		}
+		_, err = pipe.Exec(ctx)
 	}
-	for _, e := range entries {
-		pipe.SetArgs(ctx, e.key, e.value, redis.SetArgs{TTL: e.ttl})
-	}
-	_, err := pipe.Exec(ctx)
 	s.metrics.observe(opMSet, start, err)
 	if err != nil {
 		return backendError(ctx, "mset", err)
 	}
 	return nil
+}
+
+func withoutExpiry(entries []msetEntry) bool {
+	for _, e := range entries {
+		if e.ttl > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// msetPlain writes entries without expiry with MSET: one command for up to max_keys_per_call
+// keys instead of a SET each (Redis parses, and go-redis builds, one command).
+func (s *store) msetPlain(ctx context.Context, entries []msetEntry) error {
+	if !s.cluster || sameSlot(entries) {
+		return s.client.Process(ctx, redis.NewStatusCmd(ctx, msetArgs(entries, nil)...))
+	}
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.key
+	}
+	pipe := s.client.Pipeline()
+	for _, g := range groupBySlot(keys) {
+		_ = pipe.Process(ctx, redis.NewStatusCmd(ctx, msetArgs(entries, g.idx)...))
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// msetArgs are the arguments of MSET for the entries at idx (all of them when idx is nil), in
+// order, so a repeated key's last entry wins.
+func msetArgs(entries []msetEntry, idx []int) []any {
+	n := len(entries)
+	if idx != nil {
+		n = len(idx)
+	}
+	args := make([]any, 1, 1+2*n)
+	args[0] = "mset"
+	for i := range n {
+		e := entries[i]
+		if i < len(idx) { // idx, when given, has n entries
+			e = entries[idx[i]]
+		}
+		args = append(args, e.key, e.value)
+	}
+	return args
 }
 
 // sameSlot reports whether every entry's key hashes to the same cluster slot.
@@ -294,10 +438,10 @@ func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool
 	var found bool
 	var err error
 	if ttl > 0 {
-		found, err = s.single.PExpire(ctx, key, ttl).Result()
+		found, err = s.pexpire(ctx, key, ttl)
 	} else {
 		var n int64
-		n, err = persistScript.Run(ctx, s.single, []string{key}).Int64()
+		n, err = persistScript.Run(ctx, s.client, []string{key}).Int64()
 		found = n == 1
 	}
 	s.metrics.observe(opExpire, start, err)
@@ -305,6 +449,22 @@ func (s *store) expire(ctx context.Context, key string, ttl time.Duration) (bool
 		return false, backendError(ctx, "expire", err)
 	}
 	return found, nil
+}
+
+// pexpire sends one PEXPIRE, pipelined when that is on.
+func (s *store) pexpire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if s.pipe != nil {
+		cmd := redis.NewBoolCmd(ctx, "pexpire", key, ttl.Milliseconds())
+		err := s.pipe.do(ctx, key, false, nil, func() []redis.Cmder { return []redis.Cmder{cmd} })
+		switch {
+		case err == nil:
+			return cmd.Val(), nil
+		case !redirected(err):
+			// Not cmd's value: after a passed deadline its batch may still be writing it.
+			return false, err
+		}
+	}
+	return s.client.PExpire(ctx, key, ttl).Result()
 }
 
 // readOnlyBytes views a value go-redis read as a string as bytes without copying it: values only

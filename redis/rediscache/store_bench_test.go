@@ -49,40 +49,55 @@ func TestGetReadsValueAndRemainingTTLTogether(t *testing.T) {
 	for _, mode := range []struct {
 		name                  string
 		cluster, autoPipeline bool
+		// batched sends every Get as the MULTI block of a shared batch, as under load, even
+		// when it would be sent alone.
+		batched bool
 	}{
-		{"single redis", false, false},
-		{"redis cluster", true, false},
-		{"single redis with auto-pipelining", false, true},
-		{"redis cluster with auto-pipelining", true, true},
+		{"single redis", false, false, false},
+		{"redis cluster", true, false, false},
+		{"single redis with auto-pipelining", false, true, false},
+		{"redis cluster with auto-pipelining", true, true, false},
+		{"single redis in a pipelined batch", false, true, true},
+		{"redis cluster in a pipelined batch", true, true, true},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			st := newTestStore(t, mode.cluster, mode.autoPipeline)
 			ctx := t.Context()
+			get := st.get
+			if mode.batched {
+				get = func(ctx context.Context, key string) (getResult, error) {
+					got, err := st.getPipelined(ctx, key, false)
+					if err != nil {
+						err = backendError(ctx, "get", err)
+					}
+					return got, err
+				}
+			}
 			withTTL, noTTL, missing, wrongType := testKey(t, st, "ttl"), testKey(t, st, "no-ttl"), testKey(t, st, "missing"), testKey(t, st, "hash")
 			large := bytes.Repeat([]byte("v"), 1<<20)
 			require.NoError(t, st.client.Set(ctx, withTTL, large, time.Minute).Err())
 			require.NoError(t, st.client.Set(ctx, noTTL, "plain", 0).Err())
 			require.NoError(t, st.client.HSet(ctx, wrongType, "f", "v").Err())
 
-			got, err := st.get(ctx, withTTL)
+			got, err := get(ctx, withTTL)
 			require.NoError(t, err)
 			assert.True(t, got.found)
 			assert.Equal(t, large, got.value)
 			assert.Greater(t, got.ttl, 50*time.Second, "remaining ttl of a one-minute key")
 			assert.LessOrEqual(t, got.ttl, time.Minute)
 
-			got, err = st.get(ctx, noTTL)
+			got, err = get(ctx, noTTL)
 			require.NoError(t, err)
 			assert.Equal(t, getResult{found: true, value: []byte("plain")}, got, "a key without expiry has no ttl")
 
-			got, err = st.get(ctx, missing)
+			got, err = get(ctx, missing)
 			require.NoError(t, err)
 			assert.Equal(t, getResult{}, got, "a missing key is not an error")
 
-			_, err = st.get(ctx, wrongType)
+			_, err = get(ctx, wrongType)
 			require.ErrorContains(t, err, "WRONGTYPE", "a key of another type is the backend's error")
 
-			_, err = st.get(ctx, "outside-the-acl-prefix")
+			_, err = get(ctx, "outside-the-acl-prefix")
 			require.Error(t, err)
 			assert.Equal(t, codes.PermissionDenied, apierr.Code(err), "%v", err)
 			assert.Contains(t, err.Error(), "NOPERM", "the refusal names its reason, not EXECABORT")
@@ -118,7 +133,7 @@ func redisCPU(tb testing.TB, c redis.UniversalClient) time.Duration {
 func BenchmarkGet(b *testing.B) {
 	st := newTestStore(b, false, false)
 	lua := func(ctx context.Context, key string) error {
-		res, err := luaGetScript.Run(ctx, st.single, []string{key}).Slice()
+		res, err := luaGetScript.Run(ctx, st.client, []string{key}).Slice()
 		if err == nil && len(res) != 2 {
 			err = fmt.Errorf("script answered %d elements", len(res))
 		}
