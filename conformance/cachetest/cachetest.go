@@ -1,7 +1,11 @@
 // Package cachetest is the wire-level conformance suite for prism.cache.v1.CacheService. It talks
 // gRPC only, so it runs unchanged against every Cache plugin (Redis, Redis Cluster, an embedded
-// dev backend); an optional Raw hook lets it check that data written through the plugin is the
+// dev backend); a Raw client lets it check that data written through the plugin is the
 // data in the backend, and the reverse.
+//
+// The three suites share one shape: Run holds a table of named cases, each a function testXxx(e
+// env) of one env (its *testing.T, the suite, and its own namespace where the API has them),
+// run as a parallel subtest.
 package cachetest
 
 import (

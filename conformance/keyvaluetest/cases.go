@@ -19,8 +19,8 @@ import (
 	keyvaluev1 "github.com/prism-gateway/plugins/gen/prism/keyvalue/v1"
 )
 
-func testPutGet(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testPutGet(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	resp := s.put(t, ns, "user-1", items("b", "2", "a", "1", "c", "")...)
 	for i, want := range []string{"b", "a", "c"} {
 		assert.Equal(t, want, string(resp.GetVersions()[i].GetKey()), "versions follow request order")
@@ -49,8 +49,8 @@ func testPutGet(c testCase) {
 	assert.Empty(t, s.getAll(t, s.namespace(t), "user-1"))
 }
 
-func testGetMissing(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testGetMissing(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	got, err := s.client.Get(ctxOf(t), &keyvaluev1.GetRequest{Namespace: ns, Id: "nobody"})
 	require.NoError(t, err)
 	assert.False(t, got.GetFound())
@@ -63,8 +63,8 @@ func testGetMissing(c testCase) {
 	assert.False(t, got.GetFound(), "found is about matching items")
 }
 
-func testBinaryKeys(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testBinaryKeys(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	keys := [][]byte{{0xff}, {0x00}, {0x00, 0x00}, {0x7f, 0xff}, []byte("'; DROP TABLE prism_kv_items; --"), []byte("%_*\\")}
 	var its []*keyvaluev1.PutItem
 	for _, k := range keys {
@@ -88,8 +88,8 @@ func testBinaryKeys(c testCase) {
 	assert.Equal(t, id, sc.GetRecords()[0].GetId())
 }
 
-func testVersions(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testVersions(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	v1 := s.put(t, ns, "r", items("k", "1")...).GetVersions()[0].GetVersion()
 	v2 := s.put(t, ns, "r", items("k", "2")...).GetVersions()[0].GetVersion()
 	assert.Greater(t, v2, v1)
@@ -110,8 +110,8 @@ func apc(key string) *keyvaluev1.Precondition {
 	return &keyvaluev1.Precondition{Key: []byte(key), Condition: &keyvaluev1.Precondition_Absent{Absent: true}}
 }
 
-func testVersionPrecondition(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testVersionPrecondition(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	v := s.put(t, ns, "r", items("k", "1")...).GetVersions()[0].GetVersion()
 	_, err := s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("k", "2"), Preconditions: []*keyvaluev1.Precondition{vpc("k", v+1000)}})
 	st := requireCode(t, err, codes.Aborted)
@@ -133,8 +133,8 @@ func testVersionPrecondition(c testCase) {
 	require.NoError(t, err)
 }
 
-func testAbsentPrecondition(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testAbsentPrecondition(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	create := &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("k", "first"), Preconditions: []*keyvaluev1.Precondition{apc("k")}}
 	_, err := s.client.Put(ctxOf(t), create)
 	require.NoError(t, err)
@@ -150,8 +150,8 @@ func testAbsentPrecondition(c testCase) {
 	require.NoError(t, err, "absent holds again after a delete")
 }
 
-func testPreconditionAtomic(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testPreconditionAtomic(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	v := s.put(t, ns, "r", items("a", "1", "b", "1")...).GetVersions()
 	_, err := s.client.Put(ctxOf(t), &keyvaluev1.PutRequest{
 		Namespace: ns, Id: "r", Items: items("a", "2", "b", "2", "c", "2"),
@@ -165,8 +165,8 @@ func testPreconditionAtomic(c testCase) {
 	assert.Equal(t, v[0].GetVersion(), got["a"].GetVersion())
 }
 
-func testDelete(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testDelete(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.put(t, ns, "r", items("a", "1", "b", "2", "c", "3")...)
 	s.put(t, ns, "keep", items("a", "1")...)
 	resp, err := s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Keys: [][]byte{[]byte("a"), []byte("zz")}})
@@ -185,8 +185,8 @@ func testDelete(c testCase) {
 	assert.Zero(t, resp.GetDeletedCount())
 }
 
-func testDeletePrecondition(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testDeletePrecondition(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	v := s.put(t, ns, "r", items("a", "1", "b", "2")...).GetVersions()
 	_, err := s.client.Delete(ctxOf(t), &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Preconditions: []*keyvaluev1.Precondition{vpc("a", v[0].GetVersion()+1)}})
 	requireCode(t, err, codes.Aborted)
@@ -198,8 +198,8 @@ func testDeletePrecondition(c testCase) {
 	assert.Equal(t, int64(1), resp.GetDeletedCount())
 }
 
-func testPutIdempotency(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testPutIdempotency(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	req := &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("a", "1", "b", "1"), IdempotencyToken: "tok-1"}
 	first, err := s.client.Put(ctxOf(t), req)
 	require.NoError(t, err)
@@ -235,8 +235,8 @@ func testPutIdempotency(c testCase) {
 	assert.Equal(t, results[0], s.getAll(t, ns, "r2")["k"].GetVersion())
 }
 
-func testDeleteIdempotency(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testDeleteIdempotency(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	s.put(t, ns, "r", items("a", "1", "b", "2")...)
 	req := &keyvaluev1.DeleteRequest{Namespace: ns, Id: "r", Keys: [][]byte{[]byte("a"), []byte("b")}, IdempotencyToken: "del-1"}
 	first, err := s.client.Delete(ctxOf(t), req)
@@ -266,8 +266,8 @@ func testDeleteIdempotency(c testCase) {
 	}
 }
 
-func testTokenScope(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testTokenScope(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	req := &keyvaluev1.PutRequest{Namespace: ns, Id: "r", Items: items("a", "1"), IdempotencyToken: "shared"}
 	_, err := s.client.Put(ctxOf(t), req)
 	require.NoError(t, err)
@@ -294,8 +294,8 @@ func testTokenScope(c testCase) {
 	require.NoError(t, err, "a token whose call failed can be used again")
 }
 
-func testTTL(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testTTL(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	short := s.opts.ShortTTL
 	before := time.Now()
 	s.put(t, ns, "r",
@@ -345,8 +345,8 @@ func testTTL(c testCase) {
 	assert.Nil(t, s.getAll(t, ns, "r")["long"].GetExpireTime())
 }
 
-func testGetPagination(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testGetPagination(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	var its []*keyvaluev1.PutItem
 	for i := range 25 {
 		its = append(its, &keyvaluev1.PutItem{Key: fmt.Appendf(nil, "k%03d", i), Value: []byte("v")})
@@ -426,8 +426,8 @@ func (s *suite) scanAll(t *testing.T, req *keyvaluev1.ScanRequest, seen func(id 
 	}
 }
 
-func testScanPagination(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testScanPagination(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	want := map[string]bool{}
 	for r := range 7 {
 		id := fmt.Sprintf("rec-%02d", r)
@@ -462,8 +462,8 @@ func testScanPagination(c testCase) {
 	assert.Empty(t, resp.GetNextPageToken())
 }
 
-func testScanMaxBytes(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testScanMaxBytes(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	value := bytes.Repeat([]byte("x"), 1000)
 	var its []*keyvaluev1.PutItem
 	for k := range 10 {
@@ -488,8 +488,8 @@ func testScanMaxBytes(c testCase) {
 	assert.Equal(t, 10, count)
 }
 
-func testScanPrefix(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testScanPrefix(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	for _, id := range []string{"a", "ab", "abc", "abd", "ac", "b", "ab\u00ff", "ab\U0010ffff"} {
 		s.put(t, ns, id, items("k", id)...)
 	}
@@ -500,8 +500,8 @@ func testScanPrefix(c testCase) {
 	assert.Equal(t, []string{"ab", "abc", "abd", "ab\u00ff", "ab\U0010ffff"}, ids)
 }
 
-func testTamperedTokens(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testTamperedTokens(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	var its []*keyvaluev1.PutItem
 	for k := range 5 {
 		its = append(its, &keyvaluev1.PutItem{Key: fmt.Appendf(nil, "k%d", k), Value: []byte("v")})
@@ -582,8 +582,8 @@ func testTamperedTokens(c testCase) {
 	require.NoError(t, err)
 }
 
-func testScanConcurrentWrites(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testScanConcurrentWrites(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	// Stable items exist before the scan starts and are only ever overwritten, never deleted.
 	stable := map[string]bool{}
 	for r := range 20 {
@@ -651,8 +651,8 @@ func testScanConcurrentWrites(c testCase) {
 	}
 }
 
-func testRace(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testRace(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	const id = "contended"
 	var version int64 // 0: the item does not exist yet, so the race is on "absent"
 	for round := range s.opts.Rounds {
@@ -689,8 +689,8 @@ func testRace(c testCase) {
 	}
 }
 
-func testLargeValue(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testLargeValue(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	l := s.opts.Limits
 	value := bytes.Repeat([]byte{0xab}, l.MaxValueBytes)
 	key := bytes.Repeat([]byte{'k'}, l.MaxKeyBytes)
@@ -701,8 +701,8 @@ func testLargeValue(c testCase) {
 	assert.True(t, bytes.Equal(value, got[string(key)].GetValue()))
 }
 
-func testInvalid(c testCase) {
-	t, s, ns := c.t, c.s, c.ns
+func testInvalid(e env) {
+	t, s, ns := e.t, e.s, e.ns
 	l := s.opts.Limits
 	one := items("k", "v")
 	tooMany := make([]*keyvaluev1.PutItem, l.MaxItemsPerRequest+1)

@@ -1,6 +1,10 @@
 // Package keyvaluetest is the wire-level conformance suite for prism.keyvalue.v1.KeyValueService.
 // It talks only gRPC, so it runs against any KeyValue plugin (PostgreSQL, the embedded dev-mode
 // backend, ...): Run(t, conn, Options{}) with a connection to a serving plugin.
+//
+// The three suites share one shape: Run holds a table of named cases, each a function testXxx(e
+// env) of one env (its *testing.T, the suite, and its own namespace where the API has them),
+// run as a parallel subtest.
 package keyvaluetest
 
 import (
@@ -79,10 +83,7 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 		"max_page_size": &l.MaxPageSize,
 	})
 	s := &suite{client: keyvaluev1.NewKeyValueServiceClient(conn), opts: opts.withDefaults()}
-	tests := []struct {
-		name string
-		fn   func(c testCase)
-	}{
+	tests := []testCase{
 		{"put then get returns items sorted by key with versions", testPutGet},
 		{"get of a missing record or keys is not an error", testGetMissing},
 		{"keys are arbitrary bytes and SQL-looking text is stored literally", testBinaryKeys},
@@ -109,13 +110,20 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.fn(testCase{t: t, s: s, ns: s.namespace(t)})
+			tc.run(env{t: t, s: s, ns: s.namespace(t)})
 		})
 	}
 }
 
-// testCase is what one test of the suite runs with: its own *testing.T and a fresh namespace.
 type testCase struct {
+	name string
+	run  func(e env)
+}
+
+// env is what one conformance case runs with: its own *testing.T, the suite and a fresh
+// namespace. Cases take it as one value so they read as test bodies (failures point at their own
+// lines), not as helpers.
+type env struct {
 	t  *testing.T
 	s  *suite
 	ns string

@@ -1,6 +1,10 @@
 // Package streamtest is the wire-level conformance suite for prism.stream.v1.StreamService. It
 // talks gRPC only, so it runs unchanged against every Stream plugin (Apache Kafka, an embedded dev
 // backend); the plugin's test supplies a way to make fresh topics.
+//
+// The three suites share one shape: Run holds a table of named cases, each a function testXxx(e
+// env) of one env (its *testing.T, the suite, and its own namespace where the API has them),
+// run as a parallel subtest.
 package streamtest
 
 import (
@@ -58,40 +62,40 @@ func Run(t *testing.T, conn grpc.ClientConnInterface, opts Options) {
 	})
 	s := &suite{client: streamv1.NewStreamServiceClient(conn), opts: opts}
 	tests := []testCase{
-		{"publish acks every record in request order", s.publishAcks},
-		{"records keep key, value, headers and timestamp", s.roundTrip},
-		{"tombstones and empty values stay apart", s.tombstones},
-		{"publish stream answers each request in order with its sequence", s.publishStream},
-		{"publish stream ends with the first failing request's error", s.publishStreamError},
-		{"invalid publish requests name the field", s.publishInvalid},
-		{"values at the limit are accepted", s.atLimits},
-		{"records with the same key arrive in order", s.perKeyOrder},
-		{"tail reads from earliest and latest", s.tailPositions},
-		{"tail start_time and end_time select a time range", s.tailTimeRange},
-		{"tail last_n returns the newest records of each partition", s.tailLastN},
-		{"tail follow sends new records and ends after end_time", s.tailFollowEnd},
-		{"tail reads only the requested partitions", s.tailPartitions},
-		{"invalid tail requests name the field", s.tailInvalid},
-		{"acked messages are not delivered again to the group", s.ackedNotRedelivered},
-		{"unacked messages go to the next subscriber in the group", s.unackedRedelivered},
-		{"nack redelivers with the next delivery attempt", s.nackRedelivers},
-		{"delivery attempts continue in the next subscriber", s.attemptsCarryOver},
-		{"flow control stops at max_outstanding_messages until an ack", s.flowMessages},
-		{"flow control stops at max_outstanding_bytes until an ack", s.flowBytes},
-		{"unknown and settled ack ids are reported as ignored", s.ignoredAcks},
-		{"invalid subscriptions name the field", s.subscribeInvalid},
-		{"groups are independent of each other", s.groupsIndependent},
-		{"one subscription reads several topics", s.severalTopics},
+		{"publish acks every record in request order", testPublishAcks},
+		{"records keep key, value, headers and timestamp", testRoundTrip},
+		{"tombstones and empty values stay apart", testTombstones},
+		{"publish stream answers each request in order with its sequence", testPublishStream},
+		{"publish stream ends with the first failing request's error", testPublishStreamError},
+		{"invalid publish requests name the field", testPublishInvalid},
+		{"values at the limit are accepted", testAtLimits},
+		{"records with the same key arrive in order", testPerKeyOrder},
+		{"tail reads from earliest and latest", testTailPositions},
+		{"tail start_time and end_time select a time range", testTailTimeRange},
+		{"tail last_n returns the newest records of each partition", testTailLastN},
+		{"tail follow sends new records and ends after end_time", testTailFollowEnd},
+		{"tail reads only the requested partitions", testTailPartitions},
+		{"invalid tail requests name the field", testTailInvalid},
+		{"acked messages are not delivered again to the group", testAckedNotRedelivered},
+		{"unacked messages go to the next subscriber in the group", testUnackedRedelivered},
+		{"nack redelivers with the next delivery attempt", testNackRedelivers},
+		{"delivery attempts continue in the next subscriber", testAttemptsCarryOver},
+		{"flow control stops at max_outstanding_messages until an ack", testFlowMessages},
+		{"flow control stops at max_outstanding_bytes until an ack", testFlowBytes},
+		{"unknown and settled ack ids are reported as ignored", testIgnoredAcks},
+		{"invalid subscriptions name the field", testSubscribeInvalid},
+		{"groups are independent of each other", testGroupsIndependent},
+		{"one subscription reads several topics", testSeveralTopics},
 	}
 	if opts.AutoCreatesTopics {
-		tests = append(tests, testCase{"unknown topics are created on first use", s.topicCreated})
+		tests = append(tests, testCase{"unknown topics are created on first use", testTopicCreated})
 	} else {
-		tests = append(tests, testCase{"unknown topics are not found", s.unknownTopic})
+		tests = append(tests, testCase{"unknown topics are not found", testUnknownTopic})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.run(env{t: t})
+			tc.run(env{t: t, s: s})
 		})
 	}
 }
@@ -114,10 +118,12 @@ type testCase struct {
 	run  func(e env)
 }
 
-// env is what one conformance case runs with; cases take it as one value so they read as tests,
-// not helpers.
+// env is what one conformance case runs with: its own *testing.T and the suite (each case makes
+// its own topics and groups, so there is no namespace). Cases take it as one value so they read
+// as test bodies (failures point at their own lines), not as helpers.
 type env struct {
 	t *testing.T
+	s *suite
 }
 
 type suite struct {
@@ -343,8 +349,8 @@ func requireCode(t *testing.T, err error, code codes.Code, contains string) {
 	}
 }
 
-func (s *suite) publishAcks(e env) {
-	t := e.t
+func testPublishAcks(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 3)
 	var recs []*streamv1.Record
 	for i := range 12 {
@@ -368,8 +374,8 @@ func (s *suite) publishAcks(e env) {
 	assert.Less(t, acks[1].GetOffset(), acks[2].GetOffset())
 }
 
-func (s *suite) roundTrip(e env) {
-	t := e.t
+func testRoundTrip(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	ts := time.UnixMilli(time.Now().Add(-time.Hour).UnixMilli()).UTC()
 	full := Record("key-1", "value-1", "h1", "a", "h2", "", "h1", "b")
@@ -402,8 +408,8 @@ func (s *suite) roundTrip(e env) {
 	assert.True(t, msgs[2].GetTimestamp().AsTime().After(before), "an unset timestamp becomes the publish time")
 }
 
-func (s *suite) tombstones(e env) {
-	t := e.t
+func testTombstones(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	s.publish(t, topic,
 		&streamv1.Record{Key: []byte("gone"), Tombstone: true},
@@ -429,8 +435,8 @@ func (s *suite) tombstones(e env) {
 	check("subscribe", sb.Next(t, 3))
 }
 
-func (s *suite) publishStream(e env) {
-	t := e.t
+func testPublishStream(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 2)
 	stream, err := s.client.PublishStream(t.Context())
 	require.NoError(t, err)
@@ -454,8 +460,8 @@ func (s *suite) publishStream(e env) {
 	assert.Len(t, msgs, 3*requests)
 }
 
-func (s *suite) publishStreamError(e env) {
-	t := e.t
+func testPublishStreamError(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	stream, err := s.client.PublishStream(t.Context())
 	require.NoError(t, err)
@@ -468,8 +474,8 @@ func (s *suite) publishStreamError(e env) {
 	requireCode(t, err, codes.InvalidArgument, "records")
 }
 
-func (s *suite) publishInvalid(e env) {
-	t := e.t
+func testPublishInvalid(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 2)
 	big := make([]byte, s.opts.Limits.MaxValueBytes+1)
 	tooMany := make([]*streamv1.Record, s.opts.Limits.MaxRecordsPerPublish+1)
@@ -505,8 +511,8 @@ func (s *suite) publishInvalid(e env) {
 	}
 }
 
-func (s *suite) unknownTopic(e env) {
-	t := e.t
+func testUnknownTopic(e env) {
+	t, s := e.t, e.s
 	missing := unique("st-missing-")
 	_, err := s.client.Publish(t.Context(), &streamv1.PublishRequest{Topic: missing, Records: []*streamv1.Record{Record("", "x")}})
 	requireCode(t, err, codes.NotFound, missing)
@@ -516,8 +522,8 @@ func (s *suite) unknownTopic(e env) {
 	requireCode(t, sb.Err(t), codes.NotFound, missing)
 }
 
-func (s *suite) topicCreated(e env) {
-	t := e.t
+func testTopicCreated(e env) {
+	t, s := e.t, e.s
 	name := unique("st-created-")
 	s.publish(t, name, Record("k", "first"))
 	msgs, err := Tail(t, s.client, &streamv1.TailRequest{Topic: name, Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}})
@@ -525,8 +531,8 @@ func (s *suite) topicCreated(e env) {
 	assert.Equal(t, []string{"first"}, values(msgs))
 }
 
-func (s *suite) atLimits(e env) {
-	t := e.t
+func testAtLimits(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	recs := make([]*streamv1.Record, s.opts.Limits.MaxRecordsPerPublish)
 	for i := range recs {
@@ -538,8 +544,8 @@ func (s *suite) atLimits(e env) {
 	s.publish(t, topic, &streamv1.Record{Value: value})
 }
 
-func (s *suite) perKeyOrder(e env) {
-	t := e.t
+func testPerKeyOrder(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 3)
 	const keys, perKey = 6, 40
 	stream, err := s.client.PublishStream(t.Context())
@@ -572,8 +578,8 @@ func (s *suite) perKeyOrder(e env) {
 	}
 }
 
-func (s *suite) tailPositions(e env) {
-	t := e.t
+func testTailPositions(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "old", 5)
 	msgs, err := Tail(t, s.client, &streamv1.TailRequest{Topic: topic, Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}})
@@ -600,8 +606,8 @@ func (s *suite) tailPositions(e env) {
 	assert.Equal(t, seq("new", 0, 3), values(got))
 }
 
-func (s *suite) tailTimeRange(e env) {
-	t := e.t
+func testTailTimeRange(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 2)
 	base := time.UnixMilli(time.Now().Add(-time.Hour).UnixMilli())
 	var recs []*streamv1.Record
@@ -630,8 +636,8 @@ func (s *suite) tailTimeRange(e env) {
 	assert.Empty(t, msgs)
 }
 
-func (s *suite) tailLastN(e env) {
-	t := e.t
+func testTailLastN(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 2)
 	s.publishN(t, topic, 0, "p0", 10)
 	s.publishN(t, topic, 1, "p1", 2)
@@ -645,8 +651,8 @@ func (s *suite) tailLastN(e env) {
 	assert.Equal(t, seq("p0", 7, 10), byPart[0], "in offset order")
 }
 
-func (s *suite) tailFollowEnd(e env) {
-	t := e.t
+func testTailFollowEnd(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 2)
 	s.publishN(t, topic, 0, "before", 2)
 	now := time.Now()
@@ -683,8 +689,8 @@ func (s *suite) tailFollowEnd(e env) {
 	assert.ElementsMatch(t, append(seq("before", 0, 2), seq("during", 0, 2)...), values(got))
 }
 
-func (s *suite) tailPartitions(e env) {
-	t := e.t
+func testTailPartitions(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 3)
 	s.publishN(t, topic, 0, "p0", 2)
 	s.publishN(t, topic, 1, "p1", 2)
@@ -694,8 +700,8 @@ func (s *suite) tailPartitions(e env) {
 	assert.ElementsMatch(t, append(seq("p0", 0, 2), seq("p2", 0, 2)...), values(msgs))
 }
 
-func (s *suite) tailInvalid(e env) {
-	t := e.t
+func testTailInvalid(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 2)
 	earliest := &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}
 	now := time.Now()
@@ -720,8 +726,8 @@ func (s *suite) tailInvalid(e env) {
 	}
 }
 
-func (s *suite) ackedNotRedelivered(e env) {
-	t := e.t
+func testAckedNotRedelivered(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	group := Group(t)
 	s.publishN(t, topic, 0, "first", 5)
@@ -741,8 +747,8 @@ func (s *suite) ackedNotRedelivered(e env) {
 	assert.Equal(t, int32(1), fresh[0].GetDeliveryAttempt())
 }
 
-func (s *suite) unackedRedelivered(e env) {
-	t := e.t
+func testUnackedRedelivered(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	group := Group(t)
 	s.publishN(t, topic, 0, "m", 6)
@@ -761,8 +767,8 @@ func (s *suite) unackedRedelivered(e env) {
 	b.AckAll(t, again)
 }
 
-func (s *suite) nackRedelivers(e env) {
-	t := e.t
+func testNackRedelivers(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "n", 2)
 	sb := Subscribe(t, s.client, s.sub(topic, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST))
@@ -784,8 +790,8 @@ func (s *suite) nackRedelivers(e env) {
 	sb.None(t, 300*time.Millisecond)
 }
 
-func (s *suite) attemptsCarryOver(e env) {
-	t := e.t
+func testAttemptsCarryOver(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	group := Group(t)
 	s.publishN(t, topic, 0, "c", 2)
@@ -803,8 +809,8 @@ func (s *suite) attemptsCarryOver(e env) {
 	b.AckAll(t, again)
 }
 
-func (s *suite) flowMessages(e env) {
-	t := e.t
+func testFlowMessages(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "f", 10)
 	sub := s.sub(topic, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST)
@@ -827,8 +833,8 @@ func (s *suite) flowMessages(e env) {
 	assert.Equal(t, seq("f", 4, 7), values(rest))
 }
 
-func (s *suite) flowBytes(e env) {
-	t := e.t
+func testFlowBytes(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	payload := make([]byte, 100)
 	var recs []*streamv1.Record
@@ -847,8 +853,8 @@ func (s *suite) flowBytes(e env) {
 	sb.None(t, 300*time.Millisecond)
 }
 
-func (s *suite) ignoredAcks(e env) {
-	t := e.t
+func testIgnoredAcks(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	s.publishN(t, topic, 0, "i", 1)
 	sb := Subscribe(t, s.client, s.sub(topic, Group(t), streamv1.StartPosition_START_POSITION_EARLIEST))
@@ -861,8 +867,8 @@ func (s *suite) ignoredAcks(e env) {
 	assert.Equal(t, []string{m.GetAckId()}, sb.Ignored(t))
 }
 
-func (s *suite) subscribeInvalid(e env) {
-	t := e.t
+func testSubscribeInvalid(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 1)
 	tests := []struct {
 		name  string
@@ -890,8 +896,8 @@ func (s *suite) subscribeInvalid(e env) {
 	})
 }
 
-func (s *suite) groupsIndependent(e env) {
-	t := e.t
+func testGroupsIndependent(e env) {
+	t, s := e.t, e.s
 	topic := s.opts.NewTopic(t, 2)
 	s.publishN(t, topic, 0, "g", 3)
 	s.publishN(t, topic, 1, "h", 3)
@@ -910,8 +916,8 @@ func (s *suite) groupsIndependent(e env) {
 	assert.ElementsMatch(t, want, results[1])
 }
 
-func (s *suite) severalTopics(e env) {
-	t := e.t
+func testSeveralTopics(e env) {
+	t, s := e.t, e.s
 	first, second := s.opts.NewTopic(t, 1), s.opts.NewTopic(t, 2)
 	s.publishN(t, first, 0, "one", 2)
 	s.publishN(t, second, 1, "two", 2)
