@@ -157,6 +157,16 @@ func (s *probeServer) Get(ctx context.Context, req *keyvaluev1.GetRequest) (*key
 	return &keyvaluev1.GetResponse{Found: false}, nil
 }
 
+// Put echoes each item's value back as the key of its version, so tests can check that request
+// bytes arrive intact.
+func (s *probeServer) Put(_ context.Context, req *keyvaluev1.PutRequest) (*keyvaluev1.PutResponse, error) {
+	resp := &keyvaluev1.PutResponse{}
+	for i, it := range req.GetItems() {
+		resp.Versions = append(resp.Versions, &keyvaluev1.ItemVersion{Key: it.GetValue(), Version: int64(i + 1)})
+	}
+	return resp, nil
+}
+
 var (
 	_ core.Plugin             = (*probePlugin)(nil)
 	_ core.Reconfigurer       = (*probePlugin)(nil)

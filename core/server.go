@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -163,6 +164,11 @@ func New(ctx context.Context, p Plugin, opts Options) (_ *Server, err error) {
 	serverOpts := []grpc.ServerOption{
 		grpc.StatsHandler(admission{s: s}),
 		grpc.ForceServerCodecV2(s.codec),
+		// Received frames go into the codec's pool, which does not clear buffers: grpc-go's
+		// default pool zeroes every buffer it hands out (13 % of a PublishStream's CPU), yet each
+		// server-side Get is filled before it is read (io.ReadFull of a whole DATA frame, a copy
+		// of exactly the bytes compacted, a write buffer flushed only up to what was written).
+		experimental.BufferPool(s.codec.pool),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor, s.securityUnary),
 		grpc.ChainStreamInterceptor(s.streamInterceptor, s.securityStream),
 		grpc.MaxRecvMsgSize(maxMsg),

@@ -1,10 +1,13 @@
 package core_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,7 +303,7 @@ func TestErrorsMapToGRPCCodesAtTheEdge(t *testing.T) {
 			assert.Equal(t, tt.wantMessage, status.Convert(err).Message())
 		})
 	}
-	_, err := kv.Put(t.Context(), &keyvaluev1.PutRequest{})
+	_, err := kv.Delete(t.Context(), &keyvaluev1.DeleteRequest{})
 	assert.Equal(t, codes.Unimplemented, status.Code(err))
 	r.WaitHealth(t, "", healthpb.HealthCheckResponse_SERVING, time.Second)
 	assert.True(t, r.Logs.Contains("probe panic"), "the panic is logged with its stack")
@@ -323,5 +326,46 @@ func TestSecretsNeverReachLogsOrClients(t *testing.T) {
 	assert.Contains(t, logs, "connect as probe:[REDACTED] refused")
 	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
 		assert.True(t, strings.HasPrefix(line, "{") && strings.HasSuffix(line, "}"), "log lines are JSON: %s", line)
+	}
+}
+
+// The server reads frames into buffers it does not clear; a request must still arrive exactly as
+// sent whatever the earlier requests in those buffers held. Concurrent callers send values of
+// many sizes (one frame to many, up to 300 KiB) filled with their own byte and read them back.
+func TestRequestsArriveIntactThroughReusedBuffers(t *testing.T) {
+	_, r := startProbe(t, "", nil)
+	client := keyvaluev1.NewKeyValueServiceClient(r.Conn)
+	sizes := []int{0, 1, 1023, 1024, 4 << 10, 16<<10 - 9, 16 << 10, 16<<10 + 1, 33 << 10, 100 << 10, 300 << 10, 5 << 10}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for worker := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 20 {
+				fill := byte('a' + worker)
+				items := make([]*keyvaluev1.PutItem, 0, 3)
+				for j := range 3 {
+					n := sizes[(round*3+j+worker)%len(sizes)]
+					items = append(items, &keyvaluev1.PutItem{Key: []byte("k"), Value: bytes.Repeat([]byte{fill + byte(j)}, n)})
+				}
+				resp, err := client.Put(t.Context(), &keyvaluev1.PutRequest{Namespace: "ns", Id: "id", Items: items})
+				if err != nil {
+					errs <- err
+					return
+				}
+				for j, v := range resp.GetVersions() {
+					if !bytes.Equal(items[j].GetValue(), v.GetKey()) {
+						errs <- fmt.Errorf("worker %d round %d item %d: %d bytes sent, %d came back different", worker, round, j, len(items[j].GetValue()), len(v.GetKey()))
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
 	}
 }
