@@ -8,7 +8,8 @@
 // starts at offsets resolved with ListOffsets and never commits.
 //
 // Files: config.go (backend and limits sections), plugin.go (lifecycle, partitioner),
-// server.go (gRPC adapter), limits.go (request validation), topics.go (default topic,
+// server.go (the gRPC adapter: protobuf in and out), limits.go (request validation, mapping
+// requests to the plugin's own types in messages.go), topics.go (default topic,
 // allow-list, metadata cache, auto-creation), publish.go, tail.go, metrics.go. Subscribe is
 // subscription.go (the stream's goroutines), ledger.go (delivery state and the at-least-once
 // rule, with no Kafka client in it), group.go (rebalances, commits, fetched offsets),

@@ -66,7 +66,8 @@ func FuzzValidateRequests(f *testing.F) {
 		if proto.Unmarshal(raw, &req) != nil {
 			return
 		}
-		check(validateTail(limits, &req))
+		_, err := validateTail(limits, &req)
+		check(err)
 		if err := validTopicName(req.GetTopic()); err == nil && (req.GetTopic() == "" || len(req.GetTopic()) > maxTopicNameLen) {
 			t.Fatalf("topic %q accepted", req.GetTopic())
 		}

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/prism-gateway/plugins/core/apierr"
-	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 )
 
 // finalCommitTimeout bounds the commit a stream makes when it ends or loses partitions.
@@ -26,7 +25,7 @@ func (s *subscription) clientOptions(req subscriptionRequest) ([]kgo.Opt, error)
 		return nil, err
 	}
 	reset := kgo.NewOffset().AtEnd()
-	if req.start == streamv1.StartPosition_START_POSITION_EARLIEST {
+	if req.earliest {
 		reset = kgo.NewOffset().AtStart()
 	}
 	return append(opts,

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/prism-gateway/plugins/core/apierr"
 	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 )
@@ -47,31 +49,77 @@ func validTopicName(name string) error {
 	return nil
 }
 
-// validatePublish checks a PublishRequest's records against the limits and returns their key,
-// value and header bytes; batchMaxBytes is backend.batch_max_bytes.
-func validatePublish(limits *LimitsConfig, batchMaxBytes int, req *streamv1.PublishRequest) (int, error) {
+// publishRequestOf checks a PublishRequest against the limits in force and maps it to the
+// plugin's own publishRequest.
+func (p *Plugin) publishRequestOf(req *streamv1.PublishRequest) (publishRequest, error) {
+	return validatePublish(p.settings.Load().limits, p.backend.BatchMaxBytes, req)
+}
+
+// validatePublish checks a PublishRequest's records against the limits and maps them to producer
+// records (aliasing the request's bytes); batchMaxBytes is backend.batch_max_bytes.
+func validatePublish(limits *LimitsConfig, batchMaxBytes int, req *streamv1.PublishRequest) (publishRequest, error) {
+	out := publishRequest{topic: req.GetTopic(), sequence: req.GetSequence(), negative: -1}
 	n := len(req.GetRecords())
 	if n == 0 {
-		return 0, apierr.Invalid("records", "at least one record is required")
+		return out, apierr.Invalid("records", "at least one record is required")
 	}
 	if n > limits.MaxRecordsPerPublish {
-		return 0, apierr.TooLarge("records", n, limits.MaxRecordsPerPublish, "limits.max_records_per_publish", "records")
+		return out, apierr.TooLarge("records", n, limits.MaxRecordsPerPublish, "limits.max_records_per_publish", "records")
 	}
-	total := 0
+	// One backing array for all records keeps allocation per request, not per record.
+	out.records = make([]kgo.Record, n)
 	for i, rec := range req.GetRecords() {
 		size, err := validateRecord(limits, i, rec)
 		if err != nil {
-			return 0, err
+			return out, err
 		}
 		if wire := recordBatchBytes(rec); wire > batchMaxBytes {
-			return 0, apierr.TooLarge("records["+strconv.Itoa(i)+"]", wire, batchMaxBytes, "backend.batch_max_bytes", "bytes as a Kafka record batch of its own")
+			return out, apierr.TooLarge("records["+strconv.Itoa(i)+"]", wire, batchMaxBytes, "backend.batch_max_bytes", "bytes as a Kafka record batch of its own")
 		}
-		total += size
+		out.bytes += size
+		toProducerRecord(&out.records[i], rec)
+		if rec.Partition != nil && rec.GetPartition() < 0 && out.negative < 0 {
+			out.negative, out.negativePartition = i, rec.GetPartition()
+		}
 	}
-	if total > limits.MaxPublishBytes {
-		return 0, apierr.TooLarge("records", total, limits.MaxPublishBytes, "limits.max_publish_bytes", "bytes of keys, values and headers")
+	if out.bytes > limits.MaxPublishBytes {
+		return out, apierr.TooLarge("records", out.bytes, limits.MaxPublishBytes, "limits.max_publish_bytes", "bytes of keys, values and headers")
 	}
-	return total, nil
+	return out, nil
+}
+
+// toProducerRecord fills r from a checked record. Kafka tells a null value (a tombstone) and a
+// null header value from empty ones; protobuf does not, so an empty value is written as empty
+// unless it is a tombstone, and a header value is never null.
+func toProducerRecord(r *kgo.Record, rec *streamv1.Record) {
+	r.Partition = -1 // the producer's partitioner chooses
+	if rec.Partition != nil && rec.GetPartition() >= 0 {
+		r.Partition = rec.GetPartition() // checked against the topic in prepare
+	}
+	if len(rec.GetKey()) > 0 {
+		r.Key = rec.GetKey()
+	}
+	switch {
+	case rec.GetTombstone():
+		r.Value = nil
+	case rec.GetValue() == nil:
+		r.Value = []byte{}
+	default:
+		r.Value = rec.GetValue()
+	}
+	if hs := rec.GetHeaders(); len(hs) > 0 {
+		r.Headers = make([]kgo.RecordHeader, len(hs))
+		for j, h := range hs {
+			v := h.GetValue()
+			if v == nil {
+				v = []byte{}
+			}
+			r.Headers[j] = kgo.RecordHeader{Key: h.GetKey(), Value: v}
+		}
+	}
+	if rec.GetTimestamp() != nil {
+		r.Timestamp = rec.GetTimestamp().AsTime()
+	}
 }
 
 // Framing a record adds in a Kafka record batch of its own, as upper bounds: the v2 batch header
@@ -137,33 +185,40 @@ func checkRecordPartition(i int, part, partitions int32, topic string) error {
 	return nil
 }
 
-// validateTail checks a TailRequest's start and end positions.
-func validateTail(limits *LimitsConfig, req *streamv1.TailRequest) error {
+// validateTail checks a TailRequest's start and end positions and maps it to a tailRequest.
+func validateTail(limits *LimitsConfig, req *streamv1.TailRequest) (tailRequest, error) {
+	out := tailRequest{topic: req.GetTopic(), partitions: req.GetPartitions(), follow: req.GetFollow()}
 	switch start := req.GetStart().(type) {
 	case nil:
-		return apierr.Invalid("start", "one of position, start_time or last_n is required")
+		return out, apierr.Invalid("start", "one of position, start_time or last_n is required")
 	case *streamv1.TailRequest_Position:
 		if p := start.Position; p != streamv1.StartPosition_START_POSITION_EARLIEST && p != streamv1.StartPosition_START_POSITION_LATEST {
-			return apierr.Invalid("position", "must be START_POSITION_EARLIEST or START_POSITION_LATEST, got %s", p)
+			return out, apierr.Invalid("position", "must be START_POSITION_EARLIEST or START_POSITION_LATEST, got %s", p)
 		}
+		out.latest = start.Position == streamv1.StartPosition_START_POSITION_LATEST
 	case *streamv1.TailRequest_StartTime:
-		if _, err := apierr.Time("start_time", start.StartTime); err != nil {
-			return err
+		t, err := apierr.Time("start_time", start.StartTime)
+		if err != nil {
+			return out, err
 		}
+		out.startTime = t
 	case *streamv1.TailRequest_LastN:
 		if start.LastN < 1 || start.LastN > limits.MaxTailLastN {
-			return apierr.OutOfRange("last_n", start.LastN, 1, limits.MaxTailLastN, "limits.max_tail_last_n", "records")
+			return out, apierr.OutOfRange("last_n", start.LastN, 1, limits.MaxTailLastN, "limits.max_tail_last_n", "records")
 		}
+		out.lastN = start.LastN
 	}
 	if et := req.GetEndTime(); et != nil {
-		if _, err := apierr.Time("end_time", et); err != nil {
-			return err
+		t, err := apierr.Time("end_time", et)
+		if err != nil {
+			return out, err
 		}
-		if st := req.GetStartTime(); st != nil && et.AsTime().Before(st.AsTime()) {
-			return apierr.Invalid("end_time", "must not be before start_time")
+		if !out.startTime.IsZero() && t.Before(out.startTime) {
+			return out, apierr.Invalid("end_time", "must not be before start_time")
 		}
+		out.endTime = t
 	}
-	return nil
+	return out, nil
 }
 
 // tailPartitions checks the requested partitions; none means all of them.
@@ -187,14 +242,14 @@ func tailPartitions(requested []int32, count int32) ([]int32, error) {
 	return out, nil
 }
 
-// subscriptionRequest is a Subscribe stream's first request, checked and with defaults applied.
-type subscriptionRequest struct {
-	topics   []string // resolved and deduplicated, in request order
-	fields   []string // the request field each topic came from, for errors
-	group    string
-	maxMsgs  int
-	maxBytes int64
-	start    streamv1.StartPosition
+// subscriptionOf checks a Subscribe stream's first request against the limits in force, or
+// answers UNAVAILABLE before Start and after Stop.
+func (p *Plugin) subscriptionOf(first *streamv1.SubscribeRequest) (subscriptionRequest, error) {
+	_, _, topics, err := p.clients()
+	if err != nil {
+		return subscriptionRequest{}, err
+	}
+	return validateSubscription(p.settings.Load().limits, p.backend, topics, first)
 }
 
 // validateSubscription checks a Subscribe stream's first request; topics resolves names (default
@@ -258,28 +313,26 @@ func validateSubscription(limits *LimitsConfig, backend *BackendConfig, topics *
 	default:
 		out.maxBytes = n
 	}
-	out.start = sub.GetStart()
-	switch out.start {
+	switch start := sub.GetStart(); start {
 	case streamv1.StartPosition_START_POSITION_UNSPECIFIED:
-		out.start = streamv1.StartPosition_START_POSITION_LATEST
-		if backend.AutoOffsetReset == OffsetResetEarliest {
-			out.start = streamv1.StartPosition_START_POSITION_EARLIEST
-		}
-	case streamv1.StartPosition_START_POSITION_EARLIEST, streamv1.StartPosition_START_POSITION_LATEST:
+		out.earliest = backend.AutoOffsetReset == OffsetResetEarliest
+	case streamv1.StartPosition_START_POSITION_EARLIEST:
+		out.earliest = true
+	case streamv1.StartPosition_START_POSITION_LATEST:
 	default:
-		return out, apierr.Invalid("subscription.start", "unknown start position %d", out.start)
+		return out, apierr.Invalid("subscription.start", "unknown start position %d", start)
 	}
 	return out, nil
 }
 
 // validateSettle checks a Subscribe request after the first: an ack or a nack (or both), each
 // with 1 to limits.max_ack_ids ids.
-func validateSettle(limits *LimitsConfig, req *streamv1.SubscribeRequest) error {
+func validateSettle(limits *LimitsConfig, req *streamv1.SubscribeRequest) (settleRequest, error) {
 	if req.GetSubscription() != nil {
-		return apierr.Invalid("subscription", "only allowed on the first request")
+		return settleRequest{}, apierr.Invalid("subscription", "only allowed on the first request")
 	}
 	if req.GetAck() == nil && req.GetNack() == nil {
-		return apierr.Invalid("ack", "every request after the first must carry ack or nack")
+		return settleRequest{}, apierr.Invalid("ack", "every request after the first must carry ack or nack")
 	}
 	for _, f := range []struct {
 		name string
@@ -289,8 +342,8 @@ func validateSettle(limits *LimitsConfig, req *streamv1.SubscribeRequest) error 
 			continue
 		}
 		if n := len(f.ids.GetAckIds()); n == 0 || n > limits.MaxAckIDs {
-			return apierr.OutOfRange(f.name, n, 1, limits.MaxAckIDs, "limits.max_ack_ids", "ids")
+			return settleRequest{}, apierr.OutOfRange(f.name, n, 1, limits.MaxAckIDs, "limits.max_ack_ids", "ids")
 		}
 	}
-	return nil
+	return settleRequest{acks: req.GetAck().GetAckIds(), nacks: req.GetNack().GetAckIds()}, nil
 }

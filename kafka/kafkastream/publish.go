@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/prism-gateway/plugins/core/apierr"
-	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 )
 
 // publishPipelineDepth bounds how many PublishStream requests may wait for their acks at once;
@@ -23,24 +22,21 @@ import (
 // which pushes back on the client through gRPC flow control.
 const publishPipelineDepth = 1024
 
-// prepared is a validated PublishRequest turned into producer records.
+// prepared is a publishRequest bound to its topic, ready for the producer.
 type prepared struct {
 	topic   string
 	records []*kgo.Record
 	bytes   int
 }
 
-// prepare validates a request against the limits and the topic's metadata and builds its records.
-func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*prepared, error) {
+// prepare resolves the request's topic, checks chosen partitions against it and points the
+// records at it.
+func (p *Plugin) prepare(ctx context.Context, req publishRequest) (*prepared, error) {
 	_, _, topics, err := p.clients()
 	if err != nil {
 		return nil, err
 	}
-	total, err := validatePublish(p.settings.Load().limits, p.backend.BatchMaxBytes, req)
-	if err != nil {
-		return nil, err
-	}
-	topic, err := topics.name("topic", req.GetTopic())
+	topic, err := topics.name("topic", req.topic)
 	if err != nil {
 		return nil, err
 	}
@@ -48,53 +44,26 @@ func (p *Plugin) prepare(ctx context.Context, req *streamv1.PublishRequest) (*pr
 	if err != nil {
 		return nil, err
 	}
-	n := len(req.GetRecords())
-	out := &prepared{topic: topic, records: make([]*kgo.Record, n), bytes: total}
-	// One backing array for all records keeps allocation per request, not per record.
-	backing := make([]kgo.Record, n)
-	for i, rec := range req.GetRecords() {
-		r := &backing[i]
-		r.Topic = topic
-		r.Partition = -1
-		if rec.Partition != nil {
-			if err := checkRecordPartition(i, rec.GetPartition(), partitions, topic); err != nil {
+	out := &prepared{topic: topic, records: make([]*kgo.Record, len(req.records)), bytes: req.bytes}
+	for i := range req.records {
+		r := &req.records[i]
+		part := r.Partition
+		if i == req.negative {
+			part = req.negativePartition
+		}
+		if part != -1 || i == req.negative {
+			if err := checkRecordPartition(i, part, partitions, topic); err != nil {
 				return nil, err
 			}
-			r.Partition = rec.GetPartition()
 		}
-		if len(rec.GetKey()) > 0 {
-			r.Key = rec.GetKey()
-		}
-		// Kafka tells a null value (a tombstone) and a null header value from empty ones;
-		// protobuf does not, so an empty value is written as empty unless it is a tombstone.
-		switch {
-		case rec.GetTombstone():
-			r.Value = nil
-		case rec.GetValue() == nil:
-			r.Value = []byte{}
-		default:
-			r.Value = rec.GetValue()
-		}
-		if hs := rec.GetHeaders(); len(hs) > 0 {
-			r.Headers = make([]kgo.RecordHeader, len(hs))
-			for j, h := range hs {
-				v := h.GetValue()
-				if v == nil {
-					v = []byte{}
-				}
-				r.Headers[j] = kgo.RecordHeader{Key: h.GetKey(), Value: v}
-			}
-		}
-		if rec.GetTimestamp() != nil {
-			r.Timestamp = rec.GetTimestamp().AsTime()
-		}
+		r.Topic = topic
 		out.records[i] = r
 	}
 	return out, nil
 }
 
 // publish writes one request's records and waits until the brokers acknowledged all of them.
-func (p *Plugin) publish(ctx context.Context, req *streamv1.PublishRequest) (*streamv1.PublishResponse, error) {
+func (p *Plugin) publish(ctx context.Context, req publishRequest) ([]recordAck, error) {
 	prep, err := p.prepare(ctx, req)
 	if err != nil {
 		return nil, err
@@ -115,18 +84,16 @@ func (p *Plugin) publish(ctx context.Context, req *streamv1.PublishRequest) (*st
 		p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(prep.records)))
 		return nil, p.waitError(ctx, err)
 	}
-	resp := &streamv1.PublishResponse{Sequence: req.GetSequence(), Acks: make([]*streamv1.RecordAck, len(results))}
-	backing := make([]streamv1.RecordAck, len(results))
+	acks := make([]recordAck, len(results))
 	for i, res := range results {
 		if res.Err != nil {
 			p.metrics.produceRecords.WithLabelValues("error").Add(float64(len(results)))
 			return nil, produceError(ctx, topics, prep.topic, i, res.Err)
 		}
-		backing[i].Partition, backing[i].Offset = res.Record.Partition, res.Record.Offset
-		resp.Acks[i] = &backing[i]
+		acks[i] = recordAck{partition: res.Record.Partition, offset: res.Record.Offset}
 	}
 	p.observeProduce("Publish", start, prep)
-	return resp, nil
+	return acks, nil
 }
 
 // produceAll hands records to the producer and waits for all their acknowledgements, or for ctx.
@@ -213,7 +180,7 @@ func produceError(ctx context.Context, topics *topics, topic string, i int, err 
 // pendingPublish is one PublishStream request waiting for its acks.
 type pendingPublish struct {
 	prep      *prepared
-	resp      *streamv1.PublishResponse
+	result    publishResult
 	start     time.Time
 	ctx       context.Context    // bounds the wait for this request's acks (publishWait)
 	cancel    context.CancelFunc // ends the request's delivery timeout once every record settled
@@ -230,7 +197,9 @@ func (pp *pendingPublish) fail(i int, err error) {
 
 // publishStream pipelines requests: a reader hands records to the producer as they arrive, and a
 // writer sends each request's response, in request order, once all its records are acknowledged.
-func (p *Plugin) publishStream(ctx context.Context, recv func() (*streamv1.PublishRequest, error), send func(*streamv1.PublishResponse) error) error {
+// recv returns each checked request (its error ends the stream after the earlier requests'
+// responses), send writes each result.
+func (p *Plugin) publishStream(ctx context.Context, recv func() (publishRequest, error), send func(publishResult) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	queue := make(chan *pendingPublish, publishPipelineDepth)
@@ -254,7 +223,7 @@ func (p *Plugin) publishStream(ctx context.Context, recv func() (*streamv1.Publi
 // errClientDone marks the client closing its side of a stream.
 var errClientDone = errors.New("client closed the stream")
 
-func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.PublishRequest, error), queue chan<- *pendingPublish) error {
+func (p *Plugin) publishReader(ctx context.Context, recv func() (publishRequest, error), queue chan<- *pendingPublish) error {
 	producer, _, topics, err := p.clients()
 	if err != nil {
 		return err
@@ -285,13 +254,12 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 		}
 		n := len(prep.records)
 		pp := &pendingPublish{
-			prep:  prep,
-			start: time.Now(),
-			done:  make(chan struct{}),
-			resp:  &streamv1.PublishResponse{Sequence: req.GetSequence(), Acks: make([]*streamv1.RecordAck, n)},
+			prep:   prep,
+			start:  time.Now(),
+			done:   make(chan struct{}),
+			result: publishResult{sequence: req.sequence, acks: make([]recordAck, n)},
 		}
 		pp.remaining.Store(int32(n))
-		acks := make([]streamv1.RecordAck, n)
 		rctx, cancel := context.WithTimeout(ctx, wait)
 		pp.ctx, pp.cancel = rctx, cancel
 		// One callback for the whole request, not a closure per record: the producer sets each
@@ -303,8 +271,7 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 			}
 			if pp.remaining.Add(-1) == 0 {
 				for i, r := range prep.records {
-					acks[i].Partition, acks[i].Offset = r.Partition, r.Offset
-					pp.resp.Acks[i] = &acks[i]
+					pp.result.acks[i] = recordAck{partition: r.Partition, offset: r.Offset}
 				}
 				close(pp.done) // before cancel: the writer reads a cancelled ctx as settled
 				pp.cancel()
@@ -321,7 +288,7 @@ func (p *Plugin) publishReader(ctx context.Context, recv func() (*streamv1.Publi
 	}
 }
 
-func (p *Plugin) publishWriter(ctx context.Context, queue <-chan *pendingPublish, send func(*streamv1.PublishResponse) error, cancel context.CancelCauseFunc) error {
+func (p *Plugin) publishWriter(ctx context.Context, queue <-chan *pendingPublish, send func(publishResult) error, cancel context.CancelCauseFunc) error {
 	for pp := range queue {
 		select {
 		case <-pp.done:
@@ -350,7 +317,7 @@ func (p *Plugin) publishWriter(ctx context.Context, queue <-chan *pendingPublish
 			return pp.err
 		}
 		p.observeProduce("PublishStream", pp.start, pp.prep)
-		if err := send(pp.resp); err != nil {
+		if err := send(pp.result); err != nil {
 			cancel(err)
 			return err
 		}

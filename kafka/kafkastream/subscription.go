@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/prism-gateway/plugins/core/apierr"
-	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 )
 
 // subscription is one Subscribe stream: a consumer-group member whose deliveries are settled by
@@ -30,7 +29,7 @@ type subscription struct {
 	topicByID map[[16]byte]string
 
 	sendMu sync.Mutex
-	send   func(*streamv1.SubscribeResponse) error
+	send   func(subscribeResponse) error
 	closed bool
 
 	mu         sync.Mutex
@@ -39,20 +38,14 @@ type subscription struct {
 	pollCancel context.CancelFunc
 }
 
-// subscribe runs one Subscribe stream until the client ends it, the plugin drains, or an error.
-func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.SubscribeRequest, error), send func(*streamv1.SubscribeResponse) error) error {
+// subscribe runs one Subscribe stream, opened with req (checked by subscriptionOf), until the
+// client ends it, the plugin drains, or an error. recv returns each later request, checked.
+func (p *Plugin) subscribe(ctx context.Context, req subscriptionRequest, recv func() (settleRequest, error), send func(subscribeResponse) error) error {
 	_, _, topics, err := p.clients()
 	if err != nil {
 		return err
 	}
-	first, err := recv()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return apierr.Invalid("subscription", "the stream ended before the first request")
-		}
-		return err
-	}
-	s, req, err := p.newSubscription(ctx, topics, first)
+	s, err := p.newSubscription(ctx, topics, req)
 	if err != nil {
 		return err
 	}
@@ -75,7 +68,7 @@ func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.Subscribe
 	loops.Add(3)
 	// Polling and sending run apart, so the next batch is fetched and built while gRPC encodes
 	// and writes the previous one.
-	batches := make(chan []*streamv1.Message, 2)
+	batches := make(chan []message, 2)
 	go func() {
 		defer loops.Done()
 		defer close(batches)
@@ -117,13 +110,9 @@ func (p *Plugin) subscribe(ctx context.Context, recv func() (*streamv1.Subscribe
 	return result
 }
 
-// newSubscription validates the first request (limits.go) and checks that its topics exist.
-func (p *Plugin) newSubscription(ctx context.Context, topics *topics, first *streamv1.SubscribeRequest) (*subscription, subscriptionRequest, error) {
+// newSubscription checks that the subscription's topics exist and sets up its ledger.
+func (p *Plugin) newSubscription(ctx context.Context, topics *topics, req subscriptionRequest) (*subscription, error) {
 	limits := p.settings.Load().limits
-	req, err := validateSubscription(limits, p.backend, topics, first)
-	if err != nil {
-		return nil, req, err
-	}
 	s := &subscription{
 		p:         p,
 		group:     req.group,
@@ -133,7 +122,7 @@ func (p *Plugin) newSubscription(ctx context.Context, topics *topics, first *str
 	}
 	for i, topic := range req.topics {
 		if _, err := topics.partitions(ctx, req.fields[i], topic); err != nil {
-			return nil, req, err
+			return nil, err
 		}
 		if id := topics.id(topic); id != ([16]byte{}) {
 			s.topicByID[id] = topic
@@ -142,7 +131,7 @@ func (p *Plugin) newSubscription(ctx context.Context, topics *topics, first *str
 	epoch := rand.Uint32() >> 1 //nolint:gosec // uniqueness across streams, not secrecy: ids are validated against state
 	s.ledger = newLedger(req.topics, req.maxMsgs, req.maxBytes, limits.MaxResponseBytes, p.backend.MaxDeliveryAttempts, epoch)
 	s.log = p.log.With("group", s.group, "stream", s.stream)
-	return s, req, nil
+	return s, nil
 }
 
 // wakeLocked tells the poll loop that room or redeliveries appeared.
@@ -157,7 +146,7 @@ func (s *subscription) wakeLocked() {
 }
 
 // pollLoop fetches while there is room under the outstanding limits and sends the messages.
-func (s *subscription) pollLoop(ctx context.Context, batches chan<- []*streamv1.Message) error {
+func (s *subscription) pollLoop(ctx context.Context, batches chan<- []message) error {
 	for {
 		batch, room := s.next()
 		if len(batch) > 0 {
@@ -206,8 +195,9 @@ func (s *subscription) pollLoop(ctx context.Context, batches chan<- []*streamv1.
 	}
 }
 
-// next builds the messages that may be sent now; with none, it returns the room left for polling.
-func (s *subscription) next() ([]*streamv1.Message, int) {
+// next takes the messages that may be sent now; with none, it returns the room left for polling.
+// Each message is a copy: the ledger changes a delivery's ack id and attempt on redelivery.
+func (s *subscription) next() ([]message, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var now time.Time
@@ -215,15 +205,11 @@ func (s *subscription) next() ([]*streamv1.Message, int) {
 		now = time.Now()
 	}
 	ds, redelivered, room := s.ledger.next(now)
-	var out []*streamv1.Message
+	var out []message
 	if len(ds) > 0 {
-		out = make([]*streamv1.Message, len(ds))
-		var slab messageSlab
+		out = make([]message, len(ds))
 		for i, d := range ds {
-			m := slab.message(d.rec, len(ds)-i)
-			m.DeliveryAttempt = d.attempt
-			m.AckId = d.ackID
-			out[i] = m
+			out[i] = message{rec: d.rec, ackID: d.ackID, attempt: d.attempt}
 		}
 	}
 	if redelivered > 0 {
@@ -233,12 +219,12 @@ func (s *subscription) next() ([]*streamv1.Message, int) {
 	return out, room
 }
 
-func (s *subscription) deliver(msgs []*streamv1.Message) error {
+func (s *subscription) deliver(msgs []message) error {
 	s.p.metrics.delivered.WithLabelValues("Subscribe").Add(float64(len(msgs)))
-	return s.sendResponse(&streamv1.SubscribeResponse{Messages: msgs})
+	return s.sendResponse(subscribeResponse{messages: msgs})
 }
 
-func (s *subscription) sendResponse(resp *streamv1.SubscribeResponse) error {
+func (s *subscription) sendResponse(resp subscribeResponse) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	if s.closed {
@@ -248,7 +234,7 @@ func (s *subscription) sendResponse(resp *streamv1.SubscribeResponse) error {
 }
 
 // recvLoop applies acks and nacks until the client closes its side.
-func (s *subscription) recvLoop(ctx context.Context, recv func() (*streamv1.SubscribeRequest, error)) error {
+func (s *subscription) recvLoop(ctx context.Context, recv func() (settleRequest, error)) error {
 	for {
 		req, err := recv()
 		if errors.Is(err, io.EOF) {
@@ -260,13 +246,10 @@ func (s *subscription) recvLoop(ctx context.Context, recv func() (*streamv1.Subs
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		if err := validateSettle(s.p.settings.Load().limits, req); err != nil {
-			return err
-		}
-		ignored := s.settle(ctx, req.GetAck().GetAckIds(), true)
-		ignored = append(ignored, s.settle(ctx, req.GetNack().GetAckIds(), false)...)
+		ignored := s.settle(ctx, req.acks, true)
+		ignored = append(ignored, s.settle(ctx, req.nacks, false)...)
 		if len(ignored) > 0 {
-			if err := s.sendResponse(&streamv1.SubscribeResponse{IgnoredAckIds: ignored}); err != nil {
+			if err := s.sendResponse(subscribeResponse{ignored: ignored}); err != nil {
 				return err
 			}
 		}

@@ -8,10 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/prism-gateway/plugins/core/apierr"
-	streamv1 "github.com/prism-gateway/plugins/gen/prism/stream/v1"
 )
 
 // tailIdleCheck is how often a Tail with nothing to read re-checks whether it is finished.
@@ -27,16 +25,13 @@ type tailPartition struct {
 // tail reads a topic without a group and sends batches until the requested range is exhausted.
 // started is called once the start offsets are fixed, so clients can tell when a LATEST tail will
 // see what they publish next.
-func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started func() error, send func(*streamv1.TailResponse) error) error {
+func (p *Plugin) tail(ctx context.Context, req tailRequest, started func() error, send func([]message) error) error {
 	_, admin, topics, err := p.clients()
 	if err != nil {
 		return err
 	}
 	limits := p.settings.Load().limits
-	if err := validateTail(limits, req); err != nil {
-		return err
-	}
-	topic, err := topics.name("topic", req.GetTopic())
+	topic, err := topics.name("topic", req.topic)
 	if err != nil {
 		return err
 	}
@@ -44,7 +39,7 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 	if err != nil {
 		return err
 	}
-	parts, err := tailPartitions(req.GetPartitions(), count)
+	parts, err := tailPartitions(req.partitions, count)
 	if err != nil {
 		return err
 	}
@@ -52,11 +47,8 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 	if err != nil {
 		return err
 	}
-	var endTime time.Time
-	if req.GetEndTime() != nil {
-		endTime = req.GetEndTime().AsTime()
-	}
-	if !req.GetFollow() {
+	endTime := req.endTime
+	if !req.follow {
 		for _, st := range state {
 			st.done = st.next >= st.end
 		}
@@ -105,19 +97,18 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 		if err := fetchError(fetches); err != nil {
 			return err
 		}
-		var batch []*streamv1.Message
+		var batch []message
 		batchBytes := 0
 		flush := func() error {
 			if len(batch) == 0 {
 				return nil
 			}
 			p.metrics.delivered.WithLabelValues("Tail").Add(float64(len(batch)))
-			err := send(&streamv1.TailResponse{Messages: batch})
+			err := send(batch)
 			batch, batchBytes = nil, 0
 			return err
 		}
 		var sendErr error
-		var slab messageSlab
 		left := fetches.NumRecords()
 		fetches.EachRecord(func(r *kgo.Record) {
 			left--
@@ -130,10 +121,13 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 				return
 			}
 			st.next = r.Offset + 1
-			if !req.GetFollow() && st.next >= st.end {
+			if !req.follow && st.next >= st.end {
 				st.done = true
 			}
-			batch = append(batch, slab.message(r, left+1))
+			if batch == nil {
+				batch = make([]message, 0, min(left+1, 1000))
+			}
+			batch = append(batch, message{rec: r})
 			batchBytes += len(r.Key) + len(r.Value)
 			if batchBytes >= limits.MaxResponseBytes || len(batch) >= 1000 {
 				sendErr = flush()
@@ -147,7 +141,7 @@ func (p *Plugin) tail(ctx context.Context, req *streamv1.TailRequest, started fu
 		}
 		// A followed partition with an end time is finished once it is caught up and the end
 		// time has passed on the wall clock: later records are after it.
-		if req.GetFollow() && !endTime.IsZero() && time.Now().After(endTime) {
+		if req.follow && !endTime.IsZero() && time.Now().After(endTime) {
 			hwms := map[int32]int64{}
 			fetches.EachPartition(func(fp kgo.FetchTopicPartition) { hwms[fp.Partition] = fp.HighWatermark })
 			for part, st := range state {
@@ -184,7 +178,7 @@ func allDone(state map[int32]*tailPartition) bool {
 }
 
 // tailStart resolves the start and end offsets of each partition with ListOffsets.
-func tailStart(ctx context.Context, admin *kadm.Client, topic string, parts []int32, req *streamv1.TailRequest) (map[int32]*tailPartition, error) {
+func tailStart(ctx context.Context, admin *kadm.Client, topic string, parts []int32, req tailRequest) (map[int32]*tailPartition, error) {
 	ends, err := admin.ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
@@ -194,9 +188,9 @@ func tailStart(ctx context.Context, admin *kadm.Client, topic string, parts []in
 	}
 	var starts kadm.ListedOffsets
 	switch {
-	case req.GetStartTime() != nil:
-		starts, err = admin.ListOffsetsAfterMilli(ctx, req.GetStartTime().AsTime().UnixMilli(), topic)
-	case req.GetStart() != nil && req.GetPosition() == streamv1.StartPosition_START_POSITION_LATEST:
+	case !req.startTime.IsZero():
+		starts, err = admin.ListOffsetsAfterMilli(ctx, req.startTime.UnixMilli(), topic)
+	case req.latest:
 		starts = ends
 	default:
 		starts, err = admin.ListStartOffsets(ctx, topic)
@@ -217,7 +211,7 @@ func tailStart(ctx context.Context, admin *kadm.Client, topic string, parts []in
 		if start, ok := starts.Lookup(topic, part); ok && start.Offset >= 0 {
 			st.next = start.Offset
 		}
-		if n := req.GetLastN(); n > 0 {
+		if n := req.lastN; n > 0 {
 			logStart := st.next // ListStartOffsets for last_n
 			st.next = max(logStart, st.end-n)
 		}
@@ -242,35 +236,4 @@ func fetchError(fetches kgo.Fetches) error {
 		out = topicError(topic, fmt.Errorf("fetch partition %d: %w", part, err))
 	})
 	return out
-}
-
-// messageSlab converts fetched records to messages (ack_id and delivery_attempt are left for
-// Subscribe). It allocates the messages of one response together, which keeps the allocator out of
-// the per-message cost of Subscribe and Tail.
-type messageSlab struct {
-	msgs []streamv1.Message
-	ts   []timestamppb.Timestamp
-}
-
-// message converts r; want is how many more messages the caller expects to need.
-func (a *messageSlab) message(r *kgo.Record, want int) *streamv1.Message {
-	if len(a.msgs) == 0 {
-		n := min(max(want, 1), 1024)
-		a.msgs = make([]streamv1.Message, n)
-		a.ts = make([]timestamppb.Timestamp, n)
-	}
-	m, ts := &a.msgs[0], &a.ts[0]
-	a.msgs, a.ts = a.msgs[1:], a.ts[1:]
-	ts.Seconds, ts.Nanos = r.Timestamp.Unix(), int32(r.Timestamp.Nanosecond())
-	m.Topic, m.Partition, m.Offset, m.Key, m.Value, m.Timestamp = r.Topic, r.Partition, r.Offset, r.Key, r.Value, ts
-	m.Tombstone = r.Value == nil
-	if len(r.Headers) > 0 {
-		m.Headers = make([]*streamv1.Header, len(r.Headers))
-		hs := make([]streamv1.Header, len(r.Headers))
-		for i, h := range r.Headers {
-			hs[i].Key, hs[i].Value = h.Key, h.Value
-			m.Headers[i] = &hs[i]
-		}
-	}
-	return m
 }
