@@ -12,7 +12,8 @@
 //
 // Scaling sweeps are opt-in (-sweep conc,size,scan or all): Get throughput at concurrency 1, 4,
 // 16, 64 and 256; Get p50 for 1 KiB, 64 KiB and 1 MiB items; Scan pages of 10, 100 and 1000
-// items (-scan-pages and -sizes pick other points; the sweeps print CPU per item or call too). -markdown prints every table as Markdown for the README; -raw adds a raw-pgx side (one
+// items (-scan-pages and -sizes pick other points; both sweeps print CPU per item or call too).
+// -markdown prints every table as Markdown for the README; -raw adds a raw-pgx side (one
 // minimal statement, no gRPC).
 //
 // It ends with the security case (benchkit.RunSecurity): Get at concurrency 1 against plaintext,
