@@ -107,9 +107,9 @@ type page struct {
 	slab []Item
 }
 
-// pageStartCap bounds what newPage reserves up front: a page of a few rows does not pay for
-// its page size, a long one grows by doubling.
-const pageStartCap = 64
+// pageStartCap bounds what newPage reserves up front (about 120 bytes a row): pages are
+// usually full, and growing a page's arrays while the GC runs costs write barriers per item.
+const pageStartCap = 1024
 
 // newPage returns an empty page with room reserved for its first rows.
 func newPage(pageSize int, maxBytes int64) *page {
