@@ -12,13 +12,15 @@
 //
 // Scaling sweeps are opt-in (-sweep conc,size,scan or all): Get throughput at concurrency 1, 4,
 // 16, 64 and 256; Get p50 for 1 KiB, 64 KiB and 1 MiB items; Scan pages of 10, 100 and 1000
-// items. -markdown prints every table as Markdown for the README; -raw adds a raw-pgx side (one
+// items (-scan-pages and -sizes pick other points; both sweeps print CPU per item or call too).
+// -markdown prints every table as Markdown for the README; -raw adds a raw-pgx side (one
 // minimal statement, no gRPC).
 //
 // It ends with the security case (benchkit.RunSecurity): Get at concurrency 1 against plaintext,
 // mTLS, and mTLS + one policy + audit to a file; -security runs only that case.
 //
 //	go run ./postgres/bench [-duration 1s] [-repeat 3] [-records 1000] [-sweep all] [-markdown] [-only Get]
+//	    [-scan-pages 1000] [-sizes 1024] [-plugin-cpuprofile plugin.prof]
 //
 // The database comes from PRISM_TEST_POSTGRES_URL (default: the `make services` PostgreSQL);
 // the benchmark creates its own database there and drops it at the end.
@@ -86,6 +88,28 @@ func run() error {
 	raw := flag.Bool("raw", false, "add a raw-pgx side: the floor's minimal SQL on a pgx pool, no gRPC")
 	securityDuration := flag.Duration("security-duration", 5*time.Second, "measured time per mode in the security case (0: skip it)")
 	securityOnly := flag.Bool("security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
+	var scanPages []int
+	flag.Func("scan-pages", "page sizes of the scan sweep, comma-separated (default 10,100,1000)", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("page size %q: want a positive integer", f)
+			}
+			scanPages = append(scanPages, n)
+		}
+		return nil
+	})
+	var sizes []int
+	flag.Func("sizes", "item sizes in KiB of the size sweep, comma-separated (default 1,64,1024)", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("item size %q: want a positive number of KiB", f)
+			}
+			sizes = append(sizes, n)
+		}
+		return nil
+	})
 	flag.Parse()
 	if err := f.Validate(); err != nil {
 		return err
@@ -191,6 +215,12 @@ func run() error {
 			"flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n", f.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
 	}
 	fmt.Println("targets: plugin CPU/op <= 1.2x floor; p50 at conc 1 <= 1.2x floor; throughput at 32 >= 0.9x floor; Scan-1000 >= 0.7x direct")
+	if len(scanPages) > 0 {
+		b.scanPages = scanPages
+	}
+	if len(sizes) > 0 {
+		b.sizesKiB = sizes
+	}
 	if err := b.sweeps(ctx, f); err != nil {
 		return err
 	}
@@ -208,11 +238,14 @@ type bench struct {
 	raw           bool
 	value         []byte
 	ids           []string
+	// scanPages and sizesKiB are the points of the scan and size sweeps.
+	scanPages []int
+	sizesKiB  []int
 }
 
 // start runs the plugin and the floor and opens the direct side's pool.
 func start(ctx context.Context, f *benchkit.Flags, dbURL, execPath string, raw bool) (*bench, error) {
-	b := &bench{raw: raw}
+	b := &bench{raw: raw, scanPages: []int{10, 100, 1000}, sizesKiB: []int{1, 64, 1024}}
 	var err error
 	b.plugin, err = benchkit.StartPluginServer(ctx, benchkit.PluginSpec{
 		New:        func() core.Plugin { return postgreskv.New() },
@@ -427,10 +460,14 @@ func (b *bench) sweeps(ctx context.Context, f *benchkit.Flags) error {
 	}
 	if f.Sweep("size") {
 		var points []benchkit.SweepPoint
-		for _, size := range []struct {
-			label string
-			n     int
-		}{{"1 KiB", 1 << 10}, {"64 KiB", 64 << 10}, {"1 MiB", 1 << 20}} {
+		for _, kib := range b.sizesKiB {
+			size := struct {
+				label string
+				n     int
+			}{strconv.Itoa(kib) + " KiB", kib << 10}
+			if kib%1024 == 0 {
+				size.label = strconv.Itoa(kib/1024) + " MiB"
+			}
 			id := "size-" + strconv.Itoa(size.n)
 			v := make([]byte, size.n)
 			_, _ = rand.Read(v)
@@ -439,16 +476,16 @@ func (b *bench) sweeps(ctx context.Context, f *benchkit.Flags) error {
 			}
 			points = append(points, benchkit.SweepPoint{Label: size.label, Case: b.getCase("Get "+size.label, 1, 0, sizeNamespace, []string{id})})
 		}
-		if err := sweep("Get at concurrency 1: p50 vs item size", "item", points, benchkit.P50, benchkit.Throughput); err != nil {
+		if err := sweep("Get at concurrency 1: p50 vs item size", "item", points, benchkit.P50, benchkit.Throughput, benchkit.ServerCPU, benchkit.ClientCPU); err != nil {
 			return err
 		}
 	}
 	if f.Sweep("scan") {
 		var points []benchkit.SweepPoint
-		for _, n := range []int{10, 100, 1000} {
+		for _, n := range b.scanPages {
 			points = append(points, benchkit.SweepPoint{Label: strconv.Itoa(n), Case: b.scanCase(n, 1)})
 		}
-		if err := sweep("Scan of 1 KiB items at concurrency 1: page size", "page", points, benchkit.P50, benchkit.Throughput); err != nil {
+		if err := sweep("Scan of 1 KiB items at concurrency 1: page size (CPU per item)", "page", points, benchkit.P50, benchkit.Throughput, benchkit.ServerCPU, benchkit.ClientCPU); err != nil {
 			return err
 		}
 	}

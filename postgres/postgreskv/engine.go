@@ -102,6 +102,19 @@ type page struct {
 	count    int
 	used     int64
 	more     bool
+	// slab holds the items of all records in page order; each record's Items is a part of it,
+	// the last record's always its tail, so that a page costs a few allocations, not one a row.
+	slab []Item
+}
+
+// pageStartCap bounds what newPage reserves up front (about 120 bytes a row): pages are
+// usually full, and growing a page's arrays while the GC runs costs write barriers per item.
+const pageStartCap = 1024
+
+// newPage returns an empty page with room reserved for its first rows.
+func newPage(pageSize int, maxBytes int64) *page {
+	n := min(pageSize, pageStartCap)
+	return &page{pageSize: pageSize, maxBytes: maxBytes, records: make([]Record, 0, n), slab: make([]Item, 0, n)}
 }
 
 // add puts an item of record id in the page; it returns false, and marks that more rows
@@ -118,7 +131,11 @@ func (p *page) add(id []byte, it Item, valueBytes int64) bool {
 		p.records = append(p.records, Record{ID: string(id)})
 	}
 	rec := &p.records[len(p.records)-1]
-	rec.Items = append(rec.Items, it)
+	// The record's items are the slab's tail; if append moves the slab, the records before
+	// keep the old array, which still holds their items.
+	start := len(p.slab) - len(rec.Items)
+	p.slab = append(p.slab, it)
+	rec.Items = p.slab[start:len(p.slab):len(p.slab)]
 	p.count++
 	return true
 }

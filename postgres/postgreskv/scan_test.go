@@ -510,3 +510,62 @@ func BenchmarkGet(b *testing.B) {
 		})
 	}
 }
+
+// TestPagesReadAlikeInEveryQueryMode reads the same pages through pgx's default query mode,
+// whose rows come in binary and are decoded by the store itself, and through the simple
+// protocol, whose text rows pgx decodes: both must return the same items.
+func TestPagesReadAlikeInEveryQueryMode(t *testing.T) {
+	url := newDatabase(t)
+	stores := map[string]*postgreskv.Store{}
+	for mode, m := range map[string]pgx.QueryExecMode{"cache_statement": pgx.QueryExecModeCacheStatement, "simple_protocol": pgx.QueryExecModeSimpleProtocol} {
+		cfg, err := pgxpool.ParseConfig(url)
+		require.NoError(t, err)
+		cfg.ConnConfig.DefaultQueryExecMode = m
+		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		key, err := postgreskv.Migrate(t.Context(), pool)
+		require.NoError(t, err)
+		stores[mode] = postgreskv.NewStore(pool, key, func() time.Duration { return time.Hour })
+	}
+	st := stores["cache_statement"]
+	_, err := st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "a", Items: []postgreskv.PutItem{
+		{Key: []byte("expiring"), Value: bytes.Repeat([]byte("e"), 1<<10), TTL: time.Hour},
+		{Key: []byte("empty"), Value: nil},
+		{Key: []byte("large"), Value: bytes.Repeat([]byte("l"), 200<<10)}, // read in the second statement
+	}})
+	require.NoError(t, err)
+	_, err = st.Put(t.Context(), postgreskv.PutRequest{Namespace: "ns", ID: "b", Items: []postgreskv.PutItem{{Key: []byte("k"), Value: []byte("v")}}})
+	require.NoError(t, err)
+
+	type row struct {
+		id, key, value string
+		version        int64
+		expireMicros   int64
+	}
+	read := func(st *postgreskv.Store) (scan, get []row) {
+		records, _, err := st.Scan(t.Context(), postgreskv.ScanRequest{Namespace: "ns", PageSize: 10, MaxBytes: 1 << 20})
+		require.NoError(t, err)
+		for _, rec := range records {
+			for _, it := range rec.Items {
+				require.NotNil(t, it.Value, "a value is never nil, even an empty one")
+				scan = append(scan, row{rec.ID, string(it.Key), string(it.Value), it.Version, it.ExpireTime.UnixMicro()})
+			}
+		}
+		items, _, err := st.Get(t.Context(), postgreskv.GetRequest{Namespace: "ns", ID: "a", PageSize: 10, MaxBytes: 1 << 20})
+		require.NoError(t, err)
+		for _, it := range items {
+			get = append(get, row{"a", string(it.Key), string(it.Value), it.Version, it.ExpireTime.UnixMicro()})
+		}
+		return scan, get
+	}
+	binScan, binGet := read(stores["cache_statement"])
+	textScan, textGet := read(stores["simple_protocol"])
+	require.Len(t, binScan, 4)
+	require.Len(t, binGet, 3)
+	assert.Equal(t, textScan, binScan, "scan page")
+	assert.Equal(t, textGet, binGet, "get page")
+	assert.Greater(t, binScan[1].expireMicros, time.Now().UnixMicro(), "the expiring item keeps its expire time")
+	assert.Equal(t, time.Time{}.UnixMicro(), binScan[0].expireMicros, "an item without a TTL has no expire time")
+	t.Logf("%d scanned and %d got items read alike in both modes", len(binScan), len(binGet))
+}

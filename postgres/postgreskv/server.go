@@ -2,6 +2,7 @@ package postgreskv
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -102,22 +103,65 @@ func (s *server) Scan(ctx context.Context, req *keyvaluev1.ScanRequest) (*keyval
 	if err != nil {
 		return nil, err
 	}
+	// A page's messages come from one allocation per kind rather than one per record and item.
+	n := 0
+	for _, rec := range records {
+		n += len(rec.Items)
+	}
+	a := newItemAlloc(n)
 	resp := &keyvaluev1.ScanResponse{Records: make([]*keyvaluev1.Record, len(records)), NextPageToken: next}
+	recs := make([]keyvaluev1.Record, len(records))
 	for i, rec := range records {
-		resp.Records[i] = &keyvaluev1.Record{Id: rec.ID, Items: toProtoItems(rec.Items)}
+		r := &recs[i]
+		r.Id, r.Items = rec.ID, a.items(rec.Items)
+		resp.Records[i] = r
 	}
 	return resp, nil
 }
 
 func toProtoItems(items []Item) []*keyvaluev1.Item {
-	out := make([]*keyvaluev1.Item, len(items))
+	return newItemAlloc(len(items)).items(items)
+}
+
+// itemAlloc hands out the Item messages of one response from shared arrays.
+type itemAlloc struct {
+	msgs []keyvaluev1.Item
+	ptrs []*keyvaluev1.Item
+	ts   []timestamppb.Timestamp
+	// tsChunk is the size of the last array ts came from.
+	tsChunk int
+}
+
+func newItemAlloc(n int) *itemAlloc {
+	return &itemAlloc{msgs: make([]keyvaluev1.Item, n), ptrs: make([]*keyvaluev1.Item, n)}
+}
+
+// items converts items into the next len(items) messages.
+func (a *itemAlloc) items(items []Item) []*keyvaluev1.Item {
+	out := a.ptrs[:len(items):len(items)]
+	a.ptrs = a.ptrs[len(items):]
 	for i, it := range items {
-		out[i] = &keyvaluev1.Item{Key: it.Key, Value: it.Value, Version: it.Version}
+		m := &a.msgs[i]
+		m.Key, m.Value, m.Version = it.Key, it.Value, it.Version
 		if !it.ExpireTime.IsZero() {
-			out[i].ExpireTime = timestamppb.New(it.ExpireTime)
+			m.ExpireTime = a.timestamp(it.ExpireTime)
 		}
+		out[i] = m
 	}
+	a.msgs = a.msgs[len(items):]
 	return out
+}
+
+// timestamp is timestamppb.New from a shared array, grown by doubling: few items expire.
+func (a *itemAlloc) timestamp(t time.Time) *timestamppb.Timestamp {
+	if len(a.ts) == 0 {
+		a.tsChunk = min(max(2*a.tsChunk, 8), len(a.msgs)) // msgs still holds this item
+		a.ts = make([]timestamppb.Timestamp, a.tsChunk)
+	}
+	ts := &a.ts[0]
+	a.ts = a.ts[1:]
+	ts.Seconds, ts.Nanos = t.Unix(), int32(t.Nanosecond())
+	return ts
 }
 
 var _ keyvaluev1.KeyValueServiceServer = (*server)(nil)

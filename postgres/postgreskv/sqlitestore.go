@@ -380,7 +380,7 @@ func (s *SQLiteStore) Get(ctx context.Context, r GetRequest) ([]Item, string, er
 		return nil, "", s.fail(ctx, "get", err)
 	}
 	defer func() { _ = rows.Close() }()
-	pg := &page{pageSize: r.PageSize, maxBytes: r.MaxBytes}
+	pg := newPage(r.PageSize, r.MaxBytes)
 	id := []byte(r.ID)
 	for rows.Next() {
 		var it Item
@@ -432,7 +432,7 @@ func (s *SQLiteStore) Scan(ctx context.Context, r ScanRequest) ([]Record, string
 		return nil, "", s.fail(ctx, "scan", err)
 	}
 	defer func() { _ = rows.Close() }()
-	pg := &page{pageSize: r.PageSize, maxBytes: r.MaxBytes}
+	pg := newPage(r.PageSize, r.MaxBytes)
 	for rows.Next() {
 		var id []byte
 		var it Item

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/fnv"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -490,37 +491,41 @@ func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (pg *
 		return nil, false, s.fail(ctx, op, err)
 	}
 	defer rows.Close()
-	pg = &page{pageSize: pq.pageSize, maxBytes: pq.maxBytes}
+	pg = newPage(pq.pageSize, pq.maxBytes)
 	var deferred []deferredValue
-	id := pq.id
-	var it Item
-	var valueBytes int64
-	var exp *time.Time
-	dest := []any{&it.Key, &valueBytes, &it.Value, &it.Version, &exp}
+	var r pageRow
+	var slab byteSlab
+	cols := 5
 	if !pq.oneRecord {
-		dest = append([]any{&id}, dest...)
+		cols = 6
 	}
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
+	raw := false
+	for n := 0; rows.Next(); n++ {
+		if n == 0 {
+			raw = binaryColumns(rows.FieldDescriptions(), cols)
+		}
+		if raw {
+			err = r.decode(rows.RawValues(), pq.oneRecord, &slab)
+		} else {
+			err = r.scan(rows, pq.oneRecord)
+		}
+		if err != nil {
 			return nil, false, s.fail(ctx, op, err)
 		}
-		if exp != nil {
-			it.ExpireTime = *exp
+		id := r.id
+		if pq.oneRecord {
+			id = pq.id
 		}
-		large := it.Value == nil && valueBytes > 0
-		if it.Value == nil && !large {
-			it.Value = []byte{}
+		large := r.item.Value == nil && r.valueBytes > 0
+		if r.item.Value == nil && !large {
+			r.item.Value = []byte{}
 		}
-		if !pg.add(id, it, valueBytes) {
+		if !pg.add(id, r.item, r.valueBytes) {
 			break
 		}
 		if large {
 			rec := len(pg.records) - 1
-			deferred = append(deferred, deferredValue{record: rec, item: len(pg.records[rec].Items) - 1, id: id, key: it.Key, version: it.Version})
-		}
-		it, exp = Item{}, nil
-		if !pq.oneRecord {
-			id = nil
+			deferred = append(deferred, deferredValue{record: rec, item: len(pg.records[rec].Items) - 1, id: []byte(pg.records[rec].ID), key: r.item.Key, version: r.item.Version})
 		}
 	}
 	rows.Close()
@@ -541,6 +546,108 @@ func (s *Store) readPageOnce(ctx context.Context, op string, pq pageQuery) (pg *
 		}
 	}
 	return pg, false, nil
+}
+
+// pageRow is one row of a page query: [id,] key, octet_length(value), value, version,
+// expire_time.
+type pageRow struct {
+	id         []byte
+	item       Item
+	valueBytes int64
+}
+
+// binaryColumns reports whether the n columns of a page query came in PostgreSQL's binary
+// format, as pgx asks for them unless the connection uses the simple or exec query mode. Only
+// then can rows be decoded from their raw bytes (pageRow.decode); otherwise pgx scans them.
+func binaryColumns(fields []pgconn.FieldDescription, n int) bool {
+	if len(fields) != n {
+		return false
+	}
+	for _, f := range fields {
+		if f.Format != pgx.BinaryFormatCode {
+			return false
+		}
+	}
+	return true
+}
+
+// y2kMicros is PostgreSQL's timestamp epoch, 2000-01-01 UTC, in microseconds since Unix's.
+const y2kMicros = 946_684_800 * 1_000_000
+
+// decode reads a row in binary format. pgx hands out its read buffer, valid until the next
+// row: the key and value are copied once, into the page's slab, instead of into an allocation
+// each. The id is not copied: page.add keeps it as a string when it starts a record.
+func (r *pageRow) decode(vals [][]byte, oneRecord bool, slab *byteSlab) error {
+	if !oneRecord {
+		r.id, vals = vals[0], vals[1:]
+	}
+	if len(vals) != 5 || vals[0] == nil || len(vals[1]) != 4 || len(vals[3]) != 8 {
+		return errors.New("decode page row: unexpected columns")
+	}
+	r.item = Item{Key: slab.copy(vals[0]), Version: int64(binary.BigEndian.Uint64(vals[3]))}
+	r.valueBytes = int64(int32(binary.BigEndian.Uint32(vals[1])))
+	if vals[2] != nil {
+		r.item.Value = slab.copy(vals[2])
+	}
+	if exp := vals[4]; exp != nil {
+		if len(exp) != 8 {
+			return errors.New("decode page row: malformed expire_time")
+		}
+		us := int64(binary.BigEndian.Uint64(exp))
+		if us == math.MaxInt64 || us == math.MinInt64 {
+			return errors.New("decode page row: infinite expire_time")
+		}
+		// The same arithmetic as pgx's, so both paths return the same time.Time.
+		r.item.ExpireTime = time.Unix(y2kMicros/1_000_000+us/1_000_000, (y2kMicros%1_000_000*1_000)+(us%1_000_000*1_000))
+	}
+	return nil
+}
+
+// scan reads a row in text format through pgx's decoders.
+func (r *pageRow) scan(rows pgx.Rows, oneRecord bool) error {
+	*r = pageRow{}
+	var exp *time.Time
+	dest := []any{&r.item.Key, &r.valueBytes, &r.item.Value, &r.item.Version, &exp}
+	if !oneRecord {
+		dest = append([]any{&r.id}, dest...)
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	if exp != nil {
+		r.item.ExpireTime = *exp
+	}
+	return nil
+}
+
+// byteSlab hands out copies of byte strings from a few large allocations instead of one each:
+// a page's keys and values live as long as the page, so they can share their memory.
+type byteSlab struct{ buf []byte }
+
+// A slab's chunks double from slabFirstChunk to slabMaxChunk; a string over a quarter of the
+// next chunk gets an allocation of its own.
+const (
+	slabFirstChunk = 4 << 10
+	slabMaxChunk   = 1 << 20
+)
+
+// copy returns a copy of b whose capacity ends with it, so that appending to it never writes
+// over the next copy. A chunk is never written again once handed out.
+func (s *byteSlab) copy(b []byte) []byte {
+	if len(b) == 0 {
+		return []byte{}
+	}
+	if len(b) > cap(s.buf)-len(s.buf) {
+		size := min(max(2*cap(s.buf), slabFirstChunk), slabMaxChunk)
+		if len(b) > size/4 {
+			// Big strings get an allocation of their own, so the chunk in use is not cut short.
+			return append([]byte{}, b...)
+		}
+		s.buf = make([]byte, 0, size)
+	}
+	n := len(s.buf)
+	s.buf = append(s.buf, b...)
+	return s.buf[n:len(s.buf):len(s.buf)]
 }
 
 // sqlDeferredValues reads large values of a page, by key and the version the page saw.
