@@ -206,30 +206,30 @@ func (q *pipeQueue) takeLocked() []*pipeCall {
 func (q *pipeQueue) send(batch []*pipeCall) {
 	for {
 		q.exec(batch)
-		q.mu.Lock()
-		if len(q.pending) == 0 {
-			q.pending = nil
-			q.sending--
-			q.mu.Unlock()
+		var more bool
+		if batch, more = q.nextBatch(); !more {
 			return
 		}
-		batch = q.takeLocked()
-		q.mu.Unlock()
 	}
 }
 
 // next ends a batch a caller sent itself: the calls that queued meanwhile get a goroutine.
 func (q *pipeQueue) next() {
+	if batch, more := q.nextBatch(); more {
+		go q.send(batch)
+	}
+}
+
+// nextBatch takes the next batch to send or, with none pending, ends the sender's turn.
+func (q *pipeQueue) nextBatch() ([]*pipeCall, bool) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if len(q.pending) == 0 {
 		q.pending = nil
 		q.sending--
-		q.mu.Unlock()
-		return
+		return nil, false
 	}
-	batch := q.takeLocked()
-	q.mu.Unlock()
-	go q.send(batch)
+	return q.takeLocked(), true
 }
 
 // exec sends one batch and wakes its callers. The batch outlives any one caller: it is not
