@@ -227,6 +227,50 @@ func (f *floor) Subscribe(stream grpc.BidiStreamingServer[streamv1.SubscribeRequ
 	return nil
 }
 
+// Tail reads the topic from its start with a groupless consumer and streams what it fetches,
+// cut at floorResponseBytes, until the client goes away (the benchmark reads a known count).
+func (f *floor) Tail(req *streamv1.TailRequest, stream grpc.ServerStreamingServer[streamv1.TailResponse]) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(req.GetTopic()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx := stream.Context()
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := fetches.Err0(); err != nil {
+			return err
+		}
+		resp := &streamv1.TailResponse{}
+		size := 0
+		var sendErr error
+		fetches.EachRecord(func(r *kgo.Record) {
+			if sendErr != nil {
+				return
+			}
+			if n := len(r.Key) + len(r.Value); size+n > floorResponseBytes && len(resp.Messages) > 0 {
+				sendErr = stream.Send(resp)
+				resp, size = &streamv1.TailResponse{}, 0
+			}
+			size += len(r.Key) + len(r.Value)
+			resp.Messages = append(resp.Messages, &streamv1.Message{
+				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value,
+				Timestamp: timestamppb.New(r.Timestamp),
+			})
+		})
+		if sendErr == nil && len(resp.Messages) > 0 {
+			sendErr = stream.Send(resp)
+		}
+		if sendErr != nil {
+			return sendErr
+		}
+	}
+}
+
 // parseAckID reads the floor's "topic:partition:offset" ack ids.
 func parseAckID(id string) (string, int32, int64, error) {
 	j := strings.LastIndexByte(id, ':')

@@ -9,12 +9,14 @@
 //     records in flight on every side (throughput);
 //   - Subscribe acking every message against a plain franz-go group consumer, each reading the
 //     same pre-filled topic from the start in a fresh group (throughput);
+//   - Tail from the start of the same topic against a plain franz-go consumer without a group
+//     (throughput);
 //   - the security case (benchkit.RunSecurity): unary Publish of one record at concurrency 1
 //     against plaintext, mTLS, and mTLS + one policy + audit to a file (-security: only this).
 //
 // The floor is a bare grpc-go server (no interceptors) serving the same Stream messages, whose
 // handlers make the direct side's franz-go calls (ProduceSync, Produce, a group consumer marking
-// acked offsets). The plugin and the floor run in processes of their own (this binary run
+// acked offsets, a groupless consumer). The plugin and the floor run in processes of their own (this binary run
 // again), so the CPU time per record of each is read from /proc/<pid>/stat; the benchmark's own
 // from getrusage. Each case is repeated (-repeat) and printed as median ± half the range, with
 // plugin ÷ direct and plugin ÷ floor for throughput, p50, p99 and CPU/op. It never fails on the
@@ -87,7 +89,7 @@ func main() {
 	flag.DurationVar(&s.linger, "linger", 0, "producer linger on every side")
 	flag.StringVar(&s.compression, "compression", kafkastream.CompressionSnappy, "producer compression on every side")
 	flag.IntVar(&s.records, "records", 100_000, "records each consumer reads in the Subscribe case")
-	flag.StringVar(&s.only, "only", "", "run only the cases whose name starts with this (Publish, PublishStream, Subscribe)")
+	flag.StringVar(&s.only, "only", "", "run only the cases whose name starts with this (Publish, PublishStream, Subscribe, Tail)")
 	flag.IntVar(&s.conc, "conc", 0, "run unary Publish at only this concurrency (default: 1 and 32)")
 	flag.BoolVar(&s.securityOnly, "security", false, "run only the security case (plaintext vs mTLS vs mTLS+policy+audit)")
 	flag.DurationVar(&s.securityDuration, "security-duration", 5*time.Second, "measured time per mode in the security case (0: skip it)")
@@ -225,12 +227,19 @@ func run(s settings) error {
 			return err
 		}
 	}
-	if want("Subscribe") {
-		c, cleanup, err := b.subscribeCase(ctx)
+	if want("Subscribe") || want("Tail") {
+		cases, cleanup, err := b.consumeCases(ctx)
 		if err != nil {
 			return err
 		}
-		_, err = measure(c)
+		for _, c := range cases {
+			if !want(c.Name) {
+				continue
+			}
+			if _, err = measure(c); err != nil {
+				break
+			}
+		}
 		cleanup()
 		if err != nil {
 			return err
@@ -249,13 +258,14 @@ func run(s settings) error {
 		return err
 	}
 	fmt.Printf("\nPublishStream: %d requests of %d records in flight on every side; p50/p99 per request. Subscribe: records\n"+
-		"read (and acked, through plugin and floor) from a %d-record topic from its start, group join included.\n",
+		"read (and acked, through plugin and floor) from a %d-record topic from its start, group join included;\n"+
+		"Tail: the same topic read from its start without a group.\n",
 		window, batchSize, s.records)
 	if openBasis != nil && len(s.OpenRates) > 0 {
 		fmt.Printf("Open-loop rows: calls arrive at the rate shown (%v of the slowest side's maximum at concurrency %d), up to %d\n"+
 			"in flight; latency counts from each call's scheduled time, so queueing shows (client CPU includes the harness's scheduling).\n", s.OpenRates, openBasis.Conc, benchkit.OpenWorkers)
 	}
-	fmt.Println("targets: PublishStream >= 0.8x direct; Subscribe >= 0.8x direct; unary plugin CPU/op <= 1.2x floor, p50 at conc 1 <= 1.2x floor")
+	fmt.Println("targets: PublishStream >= 0.8x direct; Subscribe >= 0.8x direct; Tail >= 0.9x direct; unary plugin CPU/op <= 1.2x floor, p50 at conc 1 <= 1.2x floor")
 	if err := b.sweeps(ctx); err != nil {
 		return err
 	}
@@ -335,12 +345,12 @@ func (b *bench) publishStreamCase() benchkit.Case {
 	return c
 }
 
-// subscribeCase fills a topic of its own and reads all of it once per side per repeat, each
-// time in a fresh group; cleanup deletes the topic.
-func (b *bench) subscribeCase(ctx context.Context) (benchkit.Case, func(), error) {
+// consumeCases fill a topic of their own; Subscribe reads all of it once per side per repeat,
+// each time in a fresh group, and so does Tail, without a group. cleanup deletes the topic.
+func (b *bench) consumeCases(ctx context.Context) ([]benchkit.Case, func(), error) {
 	topic := "prism-bench-sub-" + randomHex()
 	if err := createTopic(ctx, b.adm, topic); err != nil {
-		return benchkit.Case{}, nil, err
+		return nil, nil, err
 	}
 	cleanup := func() {
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -349,7 +359,7 @@ func (b *bench) subscribeCase(ctx context.Context) (benchkit.Case, func(), error
 	}
 	if err := fill(ctx, b.direct, topic, b.value, b.s.records); err != nil {
 		cleanup()
-		return benchkit.Case{}, nil, err
+		return nil, nil, err
 	}
 	n := b.s.records
 	c := benchkit.Case{Name: "Subscribe+ack 1KiB", Conc: 1, Unit: "records", Slices: 1, NoWarmup: true,
@@ -364,7 +374,19 @@ func (b *bench) subscribeCase(ctx context.Context) (benchkit.Case, func(), error
 			return consumeStream(ctx, g.client, topic, n)
 		}})
 	}
-	return c, cleanup, nil
+	tail := benchkit.Case{Name: "Tail 1KiB", Conc: 1, Unit: "records", Slices: 1, NoWarmup: true,
+		Sides: []benchkit.Side{{
+			Name: benchkit.Direct,
+			Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
+				return readDirect(ctx, b.s.brokers, topic, n)
+			},
+		}}}
+	for _, g := range b.grpcSides() {
+		tail.Sides = append(tail.Sides, benchkit.Side{Name: g.name, Server: g.server, Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
+			return tailStream(ctx, g.client, topic, n)
+		}})
+	}
+	return []benchkit.Case{c, tail}, cleanup, nil
 }
 
 // sweeps runs the scaling sweeps asked for and prints a table for each.
@@ -603,6 +625,50 @@ func consumeDirect(ctx context.Context, brokers []string, topic string, n int) (
 		return benchkit.Sample{}, err
 	}
 	return benchkit.Sample{Ops: n, Elapsed: elapsed}, nil
+}
+
+// readDirect reads n records from the topic's start with a plain franz-go consumer without a
+// group, timed from creating the consumer.
+func readDirect(ctx context.Context, brokers []string, topic string, n int) (benchkit.Sample, error) {
+	start := time.Now()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return benchkit.Sample{}, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	got := 0
+	for got < n {
+		f := cl.PollFetches(ctx)
+		if err := f.Err0(); err != nil {
+			return benchkit.Sample{}, err
+		}
+		got += f.NumRecords()
+	}
+	return benchkit.Sample{Ops: n, Elapsed: time.Since(start)}, nil
+}
+
+// tailStream reads n records through Tail from the topic's start, timed from opening the stream.
+func tailStream(ctx context.Context, client streamv1.StreamServiceClient, topic string, n int) (benchkit.Sample, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	stream, err := client.Tail(ctx, &streamv1.TailRequest{Topic: topic,
+		Start: &streamv1.TailRequest_Position{Position: streamv1.StartPosition_START_POSITION_EARLIEST}})
+	if err != nil {
+		return benchkit.Sample{}, err
+	}
+	got := 0
+	for got < n {
+		resp, err := stream.Recv()
+		if err != nil {
+			return benchkit.Sample{}, err
+		}
+		got += len(resp.GetMessages())
+	}
+	return benchkit.Sample{Ops: n, Elapsed: time.Since(start)}, nil
 }
 
 // consumeStream reads n records through Subscribe in a fresh group, acking every response,
