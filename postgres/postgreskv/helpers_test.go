@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -42,8 +44,19 @@ func newDatabase(tb testing.TB) string {
 			return
 		}
 		defer func() { _ = c.Close(context.Background()) }()
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			tb.Errorf("drop test database: %v", err)
+		// FORCE may not end a session of a role a test already dropped (SQLSTATE 42501); such a
+		// session is one the stopped plugin just closed, and goes away by itself.
+		for {
+			_, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42501" && ctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				tb.Errorf("drop test database: %v", err)
+			}
+			return
 		}
 	})
 	u, err := url.Parse(base)
