@@ -196,29 +196,11 @@ func (f *floor) Subscribe(stream grpc.BidiStreamingServer[streamv1.SubscribeRequ
 		if err := fetches.Err0(); err != nil {
 			return err
 		}
-		resp := &streamv1.SubscribeResponse{}
-		size := 0
-		var sendErr error
-		fetches.EachRecord(func(r *kgo.Record) {
-			if sendErr != nil {
-				return
-			}
-			if n := len(r.Key) + len(r.Value); size+n > floorResponseBytes && len(resp.Messages) > 0 {
-				sendErr = stream.Send(resp)
-				resp, size = &streamv1.SubscribeResponse{}, 0
-			}
-			size += len(r.Key) + len(r.Value)
-			resp.Messages = append(resp.Messages, &streamv1.Message{
-				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value,
-				Timestamp: timestamppb.New(r.Timestamp), DeliveryAttempt: 1,
-				AckId: r.Topic + ":" + strconv.Itoa(int(r.Partition)) + ":" + strconv.FormatInt(r.Offset, 10),
-			})
+		err := sendFetches(fetches, true, func(msgs []*streamv1.Message) error {
+			return stream.Send(&streamv1.SubscribeResponse{Messages: msgs})
 		})
-		if sendErr == nil && len(resp.Messages) > 0 {
-			sendErr = stream.Send(resp)
-		}
-		if sendErr != nil {
-			return sendErr
+		if err != nil {
+			return err
 		}
 	}
 	if err := <-acked; !errors.Is(err, io.EOF) && stream.Context().Err() == nil {
@@ -245,30 +227,44 @@ func (f *floor) Tail(req *streamv1.TailRequest, stream grpc.ServerStreamingServe
 		if err := fetches.Err0(); err != nil {
 			return err
 		}
-		resp := &streamv1.TailResponse{}
-		size := 0
-		var sendErr error
-		fetches.EachRecord(func(r *kgo.Record) {
-			if sendErr != nil {
-				return
-			}
-			if n := len(r.Key) + len(r.Value); size+n > floorResponseBytes && len(resp.Messages) > 0 {
-				sendErr = stream.Send(resp)
-				resp, size = &streamv1.TailResponse{}, 0
-			}
-			size += len(r.Key) + len(r.Value)
-			resp.Messages = append(resp.Messages, &streamv1.Message{
-				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value,
-				Timestamp: timestamppb.New(r.Timestamp),
-			})
+		err := sendFetches(fetches, false, func(msgs []*streamv1.Message) error {
+			return stream.Send(&streamv1.TailResponse{Messages: msgs})
 		})
-		if sendErr == nil && len(resp.Messages) > 0 {
-			sendErr = stream.Send(resp)
-		}
-		if sendErr != nil {
-			return sendErr
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// sendFetches sends the fetched records as messages in responses cut at floorResponseBytes;
+// withAckIDs gives each the floor's "topic:partition:offset" ack id and attempt 1 (Subscribe).
+func sendFetches(fetches kgo.Fetches, withAckIDs bool, send func([]*streamv1.Message) error) error {
+	var msgs []*streamv1.Message
+	size := 0
+	var sendErr error
+	fetches.EachRecord(func(r *kgo.Record) {
+		if sendErr != nil {
+			return
+		}
+		if n := len(r.Key) + len(r.Value); size+n > floorResponseBytes && len(msgs) > 0 {
+			sendErr = send(msgs)
+			msgs, size = nil, 0
+		}
+		size += len(r.Key) + len(r.Value)
+		m := &streamv1.Message{
+			Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value,
+			Timestamp: timestamppb.New(r.Timestamp),
+		}
+		if withAckIDs {
+			m.DeliveryAttempt = 1
+			m.AckId = r.Topic + ":" + strconv.Itoa(int(r.Partition)) + ":" + strconv.FormatInt(r.Offset, 10)
+		}
+		msgs = append(msgs, m)
+	})
+	if sendErr == nil && len(msgs) > 0 {
+		sendErr = send(msgs)
+	}
+	return sendErr
 }
 
 // parseAckID reads the floor's "topic:partition:offset" ack ids.

@@ -366,7 +366,7 @@ func (b *bench) consumeCases(ctx context.Context) ([]benchkit.Case, func(), erro
 		Sides: []benchkit.Side{{
 			Name: benchkit.Direct,
 			Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
-				return consumeDirect(ctx, b.s.brokers, topic, n)
+				return consumeDirect(ctx, b.s.brokers, topic, n, true)
 			},
 		}}}
 	for _, g := range b.grpcSides() {
@@ -378,7 +378,7 @@ func (b *bench) consumeCases(ctx context.Context) ([]benchkit.Case, func(), erro
 		Sides: []benchkit.Side{{
 			Name: benchkit.Direct,
 			Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
-				return readDirect(ctx, b.s.brokers, topic, n)
+				return consumeDirect(ctx, b.s.brokers, topic, n, false)
 			},
 		}}}
 	for _, g := range b.grpcSides() {
@@ -596,16 +596,16 @@ func fill(ctx context.Context, cl *kgo.Client, topic string, value []byte, n int
 	return nil
 }
 
-// consumeDirect reads n records with a plain franz-go group consumer (autocommit) in a fresh
-// group, timed from creating the consumer.
-func consumeDirect(ctx context.Context, brokers []string, topic string, n int) (benchkit.Sample, error) {
+// consumeDirect reads n records from the topic's start with a plain franz-go consumer, timed
+// from creating it: in a fresh group with autocommit (Subscribe's direct side), or without a
+// group (Tail's).
+func consumeDirect(ctx context.Context, brokers []string, topic string, n int, inGroup bool) (benchkit.Sample, error) {
 	start := time.Now()
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
-		kgo.ConsumerGroup("prism-bench-direct-"+randomHex()),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+	if inGroup {
+		opts = append(opts, kgo.ConsumerGroup("prism-bench-direct-"+randomHex()))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return benchkit.Sample{}, err
 	}
@@ -621,33 +621,12 @@ func consumeDirect(ctx context.Context, brokers []string, topic string, n int) (
 		got += f.NumRecords()
 	}
 	elapsed := time.Since(start)
-	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
-		return benchkit.Sample{}, err
-	}
-	return benchkit.Sample{Ops: n, Elapsed: elapsed}, nil
-}
-
-// readDirect reads n records from the topic's start with a plain franz-go consumer without a
-// group, timed from creating the consumer.
-func readDirect(ctx context.Context, brokers []string, topic string, n int) (benchkit.Sample, error) {
-	start := time.Now()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		return benchkit.Sample{}, err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	got := 0
-	for got < n {
-		f := cl.PollFetches(ctx)
-		if err := f.Err0(); err != nil {
+	if inGroup {
+		if err := cl.CommitUncommittedOffsets(ctx); err != nil {
 			return benchkit.Sample{}, err
 		}
-		got += f.NumRecords()
 	}
-	return benchkit.Sample{Ops: n, Elapsed: time.Since(start)}, nil
+	return benchkit.Sample{Ops: n, Elapsed: elapsed}, nil
 }
 
 // tailStream reads n records through Tail from the topic's start, timed from opening the stream.
