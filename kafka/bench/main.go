@@ -362,31 +362,27 @@ func (b *bench) consumeCases(ctx context.Context) ([]benchkit.Case, func(), erro
 		return nil, nil, err
 	}
 	n := b.s.records
-	c := benchkit.Case{Name: "Subscribe+ack 1KiB", Conc: 1, Unit: "records", Slices: 1, NoWarmup: true,
-		Sides: []benchkit.Side{{
-			Name: benchkit.Direct,
-			Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
-				return consumeDirect(ctx, b.s.brokers, topic, n, true)
-			},
-		}}}
-	for _, g := range b.grpcSides() {
-		c.Sides = append(c.Sides, benchkit.Side{Name: g.name, Server: g.server, Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
-			return consumeStream(ctx, g.client, topic, n)
-		}})
+	// readCase reads the topic once per side: direct with a franz-go consumer (in a group or
+	// not), floor and plugin through viaGRPC.
+	readCase := func(name string, inGroup bool, viaGRPC func(context.Context, streamv1.StreamServiceClient, string, int) (benchkit.Sample, error)) benchkit.Case {
+		c := benchkit.Case{Name: name, Conc: 1, Unit: "records", Slices: 1, NoWarmup: true,
+			Sides: []benchkit.Side{{
+				Name: benchkit.Direct,
+				Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
+					return consumeDirect(ctx, b.s.brokers, topic, n, inGroup)
+				},
+			}}}
+		for _, g := range b.grpcSides() {
+			c.Sides = append(c.Sides, benchkit.Side{Name: g.name, Server: g.server, Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
+				return viaGRPC(ctx, g.client, topic, n)
+			}})
+		}
+		return c
 	}
-	tail := benchkit.Case{Name: "Tail 1KiB", Conc: 1, Unit: "records", Slices: 1, NoWarmup: true,
-		Sides: []benchkit.Side{{
-			Name: benchkit.Direct,
-			Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
-				return consumeDirect(ctx, b.s.brokers, topic, n, false)
-			},
-		}}}
-	for _, g := range b.grpcSides() {
-		tail.Sides = append(tail.Sides, benchkit.Side{Name: g.name, Server: g.server, Run: func(ctx context.Context, _ time.Duration) (benchkit.Sample, error) {
-			return tailStream(ctx, g.client, topic, n)
-		}})
-	}
-	return []benchkit.Case{c, tail}, cleanup, nil
+	return []benchkit.Case{
+		readCase("Subscribe+ack 1KiB", true, consumeStream),
+		readCase("Tail 1KiB", false, tailStream),
+	}, cleanup, nil
 }
 
 // sweeps runs the scaling sweeps asked for and prints a table for each.
