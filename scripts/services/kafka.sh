@@ -124,11 +124,15 @@ kafka_tool() {
 kafka_format() {
   [[ -f $KAFKA_DATA/meta.properties ]] && return 0
   local logf=$LOGS/kafka-format.log cluster_id
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  # Redraw an id starting with '-': the storage tool would read it as an option.
+  cluster_id=-
+  while [[ $cluster_id == -* ]]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  done
   log "kafka: formatting storage $KAFKA_DATA (cluster id $cluster_id, SCRAM users prism)"
   rm -rf "$KAFKA_DATA"
   install -d -m 755 "$KAFKA_DATA"
-  if ! kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONF/server.properties" \
+  if ! kafka_tool kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$KAFKA_CONF/server.properties" \
     --add-scram 'SCRAM-SHA-512=[name=prism,password=prism]' \
     --add-scram 'SCRAM-SHA-256=[name=prism,password=prism]' >"$logf" 2>&1; then
     show_log "$logf"
