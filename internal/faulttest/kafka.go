@@ -76,9 +76,12 @@ func StartKafka(tb testing.TB) *Kafka {
 	if err := os.WriteFile(k.conf, []byte(props), 0o600); err != nil {
 		tb.Fatalf("write kafka config: %v", err)
 	}
-	// The static voter list above needs no --standalone (as scripts/services.sh formats).
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	// The static voter list above needs no --standalone (as scripts/services.sh formats). The id
+	// goes after '=': one random id in 64 starts with '-', which would otherwise read as an option.
 	format := exec.Command(java, k.jvmArgs("kafka.tools.StorageTool", "format", //nolint:gosec // test JVM
-		"--cluster-id="+clusterID(), "-c", k.conf)...)
+		"--cluster-id="+base64.RawURLEncoding.EncodeToString(id), "-c", k.conf)...)
 	if out, err := format.CombinedOutput(); err != nil {
 		tb.Fatalf("kafka storage format: %v\n%s", err, out)
 	}
@@ -87,19 +90,6 @@ func StartKafka(tb testing.TB) *Kafka {
 	}
 	tb.Cleanup(func() { _ = k.Kill() })
 	return k
-}
-
-// clusterID is a random Kafka cluster id: 16 bytes in unpadded base64url, never starting with
-// '-' (the storage tool would read such an id, one in 64 of them, as an option — Kafka's own
-// generator redraws those too).
-func clusterID() string {
-	id := make([]byte, 16)
-	for {
-		_, _ = rand.Read(id)
-		if s := base64.RawURLEncoding.EncodeToString(id); s[0] != '-' {
-			return s
-		}
-	}
 }
 
 func (k *Kafka) jvmArgs(mainClass string, args ...string) []string {

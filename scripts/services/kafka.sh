@@ -124,14 +124,11 @@ kafka_tool() {
 kafka_format() {
   [[ -f $KAFKA_DATA/meta.properties ]] && return 0
   local logf=$LOGS/kafka-format.log cluster_id
-  # Redraw an id starting with '-': the storage tool would read it as an option.
-  cluster_id=-
-  while [[ $cluster_id == -* ]]; do
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
-  done
+  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
   log "kafka: formatting storage $KAFKA_DATA (cluster id $cluster_id, SCRAM users prism)"
   rm -rf "$KAFKA_DATA"
   install -d -m 755 "$KAFKA_DATA"
+  # The id goes after '=': one random id in 64 starts with '-', which would read as an option.
   if ! kafka_tool kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$KAFKA_CONF/server.properties" \
     --add-scram 'SCRAM-SHA-512=[name=prism,password=prism]' \
     --add-scram 'SCRAM-SHA-256=[name=prism,password=prism]' >"$logf" 2>&1; then
